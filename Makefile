@@ -1,0 +1,47 @@
+# One entry point for developers and CI. `make test` works on a fresh Debian/Ubuntu machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow soak fleet lint train bench
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	touch $(STAMP)
+
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || { \
+	  echo "installing mosquitto (apt)"; \
+	  (apt-get update -qq && apt-get install -y -qq mosquitto) >/dev/null || \
+	  sudo sh -c 'apt-get update -qq && apt-get install -y -qq mosquitto' >/dev/null; }
+
+demo: $(STAMP)
+	$(VENV)/bin/edge-agent run --config firmware-configs/generic-x86.toml
+
+test: $(STAMP) mosquitto
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP) mosquitto
+	$(PY) -m pytest -q -m slow
+
+soak: $(STAMP) mosquitto
+	$(PY) -m pytest -q -m soak
+
+fleet: $(STAMP) mosquitto
+	$(PY) -m pytest -q -m fleet
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(VENV)/bin/edge-agent bench --config firmware-configs/generic-x86.toml --json
+
+# Training needs TensorFlow (1.6 GB): kept out of the runtime venv on purpose.
+train:
+	python3 -m venv .venv-train
+	.venv-train/bin/pip install -q -e '.[train]'
+	.venv-train/bin/python -m models.train all

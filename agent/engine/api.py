@@ -1,0 +1,45 @@
+"""What the engine offers to the rest of the agent (sync, commands, OTA, watchdog)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from agent.plugin.channel import OutputChannel
+from agent.runtime.slot import ModelSlot
+
+
+class EngineControl(Protocol):
+    """The running plugin host, as seen by remote commands, the sync thread and OTA.
+
+    Every method is safe to call from any thread: changes to a loop are handed to that loop and
+    applied between two ticks.
+    """
+
+    def plugins(self) -> list[dict[str, Any]]:
+        """One dict per configured plugin: name, state, rate_hz, model, model_version, ticks,
+        overruns, restarts, last_error."""
+
+    def start_plugin(self, name: str) -> None:
+        """Start a stopped plugin; PluginError if unknown."""
+
+    def stop_plugin(self, name: str) -> None:
+        """Stop a running plugin (its loop ends within one period)."""
+
+    def restart_plugin(self, name: str) -> None:
+        """Stop, then start again with fresh setup."""
+
+    def set_params(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Validate a partial update with the plugin's params model, apply it between ticks and
+        return the full params now in force; ConfigError naming the bad key otherwise."""
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per plugin: tick_us and lateness_us (p50, p99, p999, max), ticks, overruns, skipped."""
+
+    def channels(self) -> list[OutputChannel]:
+        """The output channel of every plugin, for the sync thread to drain."""
+
+    def model_slots(self) -> dict[str, ModelSlot]:
+        """The model slot of every plugin that has a model, keyed by plugin name."""
+
+    def tick_counters(self) -> dict[str, int]:
+        """Ticks done so far per running plugin (the watchdog checks that they advance)."""

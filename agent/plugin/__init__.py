@@ -1,0 +1,1 @@
+"""Plugin seam and host."""

@@ -1,0 +1,1 @@
+"""Built-in domain plugins, registered through the edge_agent.plugins entry points."""

@@ -1,0 +1,1 @@
+"""Simulators of each domain, used by the sim HAL backend, evaluations and tests."""
