@@ -1,0 +1,1 @@
+"""Training and int8 export scripts; run with the `train` extra (TensorFlow) from the repo root."""
