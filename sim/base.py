@@ -18,6 +18,8 @@ class Simulator(ABC):
     """Physics step in simulated seconds."""
     sensors: ClassVar[dict[str, SensorSpec]]
     actuators: ClassVar[dict[str, ActuatorSpec]]
+    realtime_speed: ClassVar[float] = 1.0
+    """Simulated seconds per wall-clock second when driven in real time (a house runs faster)."""
 
     t: float = 0.0
 

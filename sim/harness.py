@@ -34,7 +34,7 @@ def run_lockstep(
     model: Model | None = None,
     on_tick: Callable[[Simulator, int], None] | None = None,
 ) -> LockstepResult:
-    """Tick `plugin` at `rate_hz` while stepping `sim` in between, for `duration_s` sim seconds.
+    """Tick `plugin` at `rate_hz` (per wall second of the real-time world) for `duration_s` sim s.
 
     The plugin gets the same context as under the engine (model slot, sim HAL devices, output
     channel); only the clock is simulated, so a run may go faster than real time.
@@ -56,7 +56,8 @@ def run_lockstep(
     )
     plugin.setup(ctx)
     result = LockstepResult()
-    steps_per_tick = max(1, round(1.0 / (rate_hz * sim.dt)))
+    # Same simulated time per tick as under the real-time sim HAL, so a plugin sees one world.
+    steps_per_tick = max(1, round(sim.realtime_speed / (rate_hz * sim.dt)))
     t0 = sim.t
     try:
         while sim.t - t0 < duration_s:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from agent.config.sections import AgentConfig
 from agent.plugin.channel import OutputChannel
+from agent.runtime.base import Model
 from agent.runtime.slot import ModelSlot
 
 
@@ -40,6 +42,15 @@ class EngineControl(Protocol):
 
     def model_slots(self) -> dict[str, ModelSlot]:
         """The model slot of every plugin that has a model, keyed by plugin name."""
+
+    def swap_model(self, name: str, model: Model, *, timeout: float = 2.0) -> Model:
+        """Make `model` the one plugin `name` runs: bound to the slot's buffers off the loop, then
+        activated by the loop between two ticks; blocks until done and returns the old model.
+        ModelError if the model does not fit the slot or the plugin's own check."""
+
+    def reload(self, config: AgentConfig) -> dict[str, Any]:
+        """Apply a new, already validated config: plugins added, removed, re-rated or re-paramed;
+        returns what changed. On any error nothing changes and the error is raised."""
 
     def tick_counters(self) -> dict[str, int]:
         """Ticks done so far per running plugin (the watchdog checks that they advance)."""

@@ -110,8 +110,9 @@ class SimHal(HalBackend):
         start = time.perf_counter()
         origin = {name: sim.t for name, sim in self._sims.items()}
         while not self._stop.wait(self._batch_s):
-            target = (time.perf_counter() - start) * self._speed
+            elapsed = (time.perf_counter() - start) * self._speed
             for name, sim in self._sims.items():
+                target = elapsed * sim.realtime_speed
                 # Cap the catch-up so a long pause does not freeze the thread for seconds.
                 budget = 2000
                 while sim.t - origin[name] < target and budget:
