@@ -1,11 +1,50 @@
-"""`edge-agent config` (not built yet)."""
+"""`edge-agent config check FILE`: validate a configuration and print it as the agent sees it."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
+
+EXIT_INVALID = 2
 
 
 def register(sub: Any) -> None:
-    """Nothing to register until this command exists."""
-    _ = (sub, argparse)
+    """Add the `config` group and its `check` command."""
+    parser = sub.add_parser("config", help="Check configuration files")
+    commands = parser.add_subparsers(dest="config_command", required=True)
+    check = commands.add_parser(
+        "check",
+        help="Validate FILE (with EDGE_AGENT__* overrides) and print the effective config",
+        description=(
+            "Validate FILE with the EDGE_AGENT__SECTION__KEY environment overrides applied. "
+            "Prints the effective configuration and exits 0, or prints every error as "
+            "`key.path: message (got VALUE)` on stderr and exits 2."
+        ),
+    )
+    check.add_argument("file", type=Path, metavar="FILE", help="TOML configuration file")
+    check.add_argument(
+        "--no-file-check",
+        dest="check_files",
+        action="store_false",
+        help="Do not require TLS, password and key files to exist (checking a board's file here)",
+    )
+    check.set_defaults(handler=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Print the effective config (exit 0) or every error (exit 2)."""
+    from agent.config.errors import error_lines
+    from agent.config.loader import format_config, load_config
+    from agent.errors import ConfigError
+
+    try:
+        config = load_config(args.file, check_files=args.check_files)
+    except ConfigError as exc:
+        for line in error_lines(exc):
+            print(line, file=sys.stderr)
+        return EXIT_INVALID
+    print(f"# effective configuration of {args.file} (defaults < file < EDGE_AGENT__* environment)")
+    sys.stdout.write(format_config(config))
+    return 0
