@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agent.errors import ModelError
 
 MANIFEST_FILE = "manifest.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 
 class _Strict(BaseModel):
@@ -62,7 +62,9 @@ class Manifest(_Strict):
     golden: list[GoldenVector] = Field(default_factory=list)
     quality: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict, description="Script, seed, data sizes")
-    allow_downgrade: bool = Field(False, description="OTA: accept this version below the active one")
+    allow_downgrade: bool = Field(
+        False, description="OTA: accept this version below the active one"
+    )
 
     @property
     def version_tuple(self) -> tuple[int, int, int]:

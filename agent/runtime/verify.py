@@ -1,0 +1,138 @@
+"""Check model folders end to end: size and sha256, load every file, reproduce golden vectors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from agent.errors import AcceleratorUnavailable, ModelError
+from agent.runtime.base import FloatArray, Model
+from agent.runtime.loader import check_file, load_model_file
+from agent.runtime.manifest import MANIFEST_FILE, GoldenVector, Manifest, ModelFile, load_manifest
+from agent.runtime.tflite import litert_available
+
+Result = Literal["ok", "FAIL", "skipped"]
+
+
+@dataclass(frozen=True)
+class VerifyRow:
+    """The outcome for one file of one model (or for a manifest that does not load)."""
+
+    name: str
+    version: str
+    file: str
+    format: str
+    io: str
+    size: int
+    result: Result
+    max_error: float | None = None
+    reason: str = ""
+
+
+def model_folders(path: Path) -> list[Path]:
+    """`path` itself when it holds a manifest, else its sub-folders that do, sorted."""
+    if (path / MANIFEST_FILE).is_file():
+        return [path]
+    return sorted(p.parent for p in path.glob(f"*/{MANIFEST_FILE}"))
+
+
+def verify_path(path: Path, *, edgetpu_library: str = "libedgetpu.so.1") -> list[VerifyRow]:
+    """Verify a models directory or one model folder; one row per file."""
+    rows: list[VerifyRow] = []
+    for folder in model_folders(path):
+        rows += verify_folder(folder, edgetpu_library=edgetpu_library)
+    return rows
+
+
+def verify_folder(folder: Path, *, edgetpu_library: str = "libedgetpu.so.1") -> list[VerifyRow]:
+    """Verify every file listed in `folder/manifest.json`."""
+    try:
+        manifest = load_manifest(folder)
+    except ModelError as exc:
+        return [
+            VerifyRow(
+                folder.name,
+                "-",
+                str(folder / MANIFEST_FILE),
+                "-",
+                "-",
+                0,
+                "FAIL",
+                reason=exc.reason,
+            )
+        ]
+    return [_verify_file(folder, manifest, entry, edgetpu_library) for entry in manifest.files]
+
+
+def _verify_file(folder: Path, manifest: Manifest, entry: ModelFile, lib: str) -> VerifyRow:
+    def row(result: Result, max_error: float | None = None, reason: str = "") -> VerifyRow:
+        return VerifyRow(
+            manifest.name,
+            manifest.version,
+            str(folder / entry.path),
+            entry.format,
+            entry.io,
+            entry.size,
+            result,
+            max_error,
+            reason,
+        )
+
+    try:
+        check_file(folder, entry)
+        if entry.format == "tflite" and not litert_available():
+            return row("skipped", reason="sha256 ok, not run: no LiteRT interpreter here")
+        model = load_model_file(folder, manifest, entry, edgetpu_library=lib)
+    except AcceleratorUnavailable as exc:
+        return row("skipped", reason=f"sha256 ok, not run: {exc.reason}")
+    except ModelError as exc:
+        return row("FAIL", reason=exc.reason)
+    with model:
+        try:
+            max_error, failure = check_golden(model, manifest.golden)
+        except ModelError as exc:
+            return row("FAIL", reason=exc.reason)
+    if failure:
+        return row("FAIL", max_error, failure)
+    return row("ok", max_error, "" if manifest.golden else "no golden vectors")
+
+
+def check_golden(model: Model, golden: Sequence[GoldenVector]) -> tuple[float | None, str]:
+    """Largest error of `infer` and of the fast path over the vectors, and the first failure."""
+    if not golden:
+        return None, ""
+    fast = model.fast_path()
+    worst = 0.0
+    failure = ""
+    for k, vector in enumerate(golden):
+        if len(vector.outputs) != len(model.outputs):
+            raise ModelError(
+                f"golden vector {k} lists {len(vector.outputs)} outputs", path=model.path
+            )
+        outs = model.infer(*vector.inputs)
+        for buf, values in zip(fast.inputs, vector.inputs, strict=True):
+            buf[...] = np.asarray(values, np.float32).reshape(buf.shape)
+        fast.run()
+        for j, expected in enumerate(vector.outputs):
+            err = _max_error(expected, outs[j], fast.outputs[j], path=model.path)
+            worst = max(worst, err) if err == err else err  # keep a NaN visible
+            if not err <= vector.tolerance and not failure:  # NaN fails too
+                tolerance = f"{vector.tolerance:.4g}"
+                failure = (
+                    f"golden vector {k} output {j}: max error {err:.4g} > tolerance {tolerance}"
+                )
+    return worst, failure
+
+
+def _max_error(expected: object, *got: FloatArray, path: str) -> float:
+    want = np.asarray(expected, np.float32)
+    if want.size != got[0].size:
+        raise ModelError(
+            f"golden output has {want.size} values, model gives {got[0].size}", path=path
+        )
+    want = want.reshape(got[0].shape)
+    return max(float(np.abs(g - want).max()) for g in got)

@@ -1,0 +1,121 @@
+"""Accelerator selection on a machine without Coral or NPU: fallback warns once, strict fails.
+
+The libraries and providers asked for are really absent here (real LiteRT, real ORT), so these
+tests exercise the same code paths a misconfigured board would.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.config.sections import RuntimeConfig
+from agent.errors import AcceleratorUnavailable
+from agent.runtime import load_model, pick_format, verify_folder
+from agent.runtime.manifest import load_manifest
+
+MISSING_LIB = "libedge_agent_no_such_delegate.so.1"
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def _load(folder: Path, caplog: pytest.LogCaptureFixture, **runtime: Any) -> tuple[str, list[str]]:
+    caplog.clear()
+    with caplog.at_level(logging.INFO), load_model(folder, RuntimeConfig(**runtime)) as m:
+        return m.accelerator, _warnings(caplog)
+
+
+def test_coral_without_library_falls_back_with_one_warning(
+    with_edgetpu_variant: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    acc, warned = _load(with_edgetpu_variant, caplog, accelerator="coral")
+    assert acc == "cpu"
+    assert len(warned) == 1
+    assert "libedgetpu.so.1" in warned[0] and "edgetpu variant" not in warned[0]
+
+
+def test_coral_without_variant_names_the_variant(
+    model_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    acc, warned = _load(model_copy, caplog, accelerator="coral")
+    assert acc == "cpu"
+    assert len(warned) == 1 and "_edgetpu.tflite" in warned[0]
+
+
+def test_coral_strict_names_the_library(with_edgetpu_variant: Path) -> None:
+    cfg = RuntimeConfig(accelerator="coral", strict=True, edgetpu_library=MISSING_LIB)
+    with pytest.raises(AcceleratorUnavailable, match=MISSING_LIB.replace(".", r"\.")):
+        load_model(with_edgetpu_variant, cfg)
+
+
+def test_npu_delegate_missing(model_copy: Path, caplog: pytest.LogCaptureFixture) -> None:
+    acc, warned = _load(model_copy, caplog, accelerator="npu", npu_delegate=MISSING_LIB)
+    assert acc == "cpu"
+    assert len(warned) == 1 and MISSING_LIB in warned[0]
+    cfg = RuntimeConfig(accelerator="npu", npu_delegate=MISSING_LIB, strict=True)
+    with pytest.raises(AcceleratorUnavailable, match="npu_delegate|" + MISSING_LIB):
+        load_model(model_copy, cfg)
+
+
+def test_npu_not_configured_strict(model_copy: Path) -> None:
+    with pytest.raises(AcceleratorUnavailable, match="npu_delegate"):
+        load_model(model_copy, RuntimeConfig(accelerator="npu", strict=True), fmt="tflite")
+
+
+def test_a_library_that_is_no_delegate(model_copy: Path, caplog: pytest.LogCaptureFixture) -> None:
+    libm = ctypes.util.find_library("m")
+    assert libm is not None
+    acc, warned = _load(model_copy, caplog, accelerator="npu", npu_delegate=libm)
+    assert acc == "cpu"
+    assert len(warned) == 1 and "tflite_plugin_create_delegate" in warned[0]
+
+
+def test_onnx_provider_missing(model_copy: Path, caplog: pytest.LogCaptureFixture) -> None:
+    providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
+    acc, warned = _load(model_copy, caplog, accelerator="npu", onnx_providers=providers)
+    assert acc == "cpu"
+    assert len(warned) == 1 and "TensorrtExecutionProvider" in warned[0]
+    cfg = RuntimeConfig(accelerator="npu", onnx_providers=providers, strict=True)
+    with pytest.raises(AcceleratorUnavailable, match="TensorrtExecutionProvider"):
+        load_model(model_copy, cfg)
+
+
+def test_onnx_providers_choose_the_onnx_file(model_copy: Path) -> None:
+    manifest = load_manifest(model_copy)
+    cfg = RuntimeConfig(accelerator="npu", onnx_providers=["CUDAExecutionProvider"])
+    assert pick_format(manifest, cfg) == "onnx"
+    assert pick_format(manifest, RuntimeConfig()) == "tflite"
+
+
+def test_auto_falls_back_quietly(
+    with_edgetpu_variant: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    acc, warned = _load(
+        with_edgetpu_variant,
+        caplog,
+        accelerator="auto",
+        npu_delegate=MISSING_LIB,
+        onnx_providers=["TensorrtExecutionProvider"],
+    )
+    assert acc == "cpu"
+    assert warned == []
+    assert any("auto chose cpu" in r.getMessage() for r in caplog.records)
+
+
+def test_auto_strict_still_runs_on_cpu(model_copy: Path) -> None:
+    # strict forbids falling back from an explicit request; auto asks for nothing in particular.
+    with load_model(model_copy, RuntimeConfig(accelerator="auto", strict=True)) as m:
+        assert m.accelerator == "cpu"
+
+
+def test_verify_skips_edgetpu_files_without_the_library(with_edgetpu_variant: Path) -> None:
+    rows = {Path(r.file).name: r for r in verify_folder(with_edgetpu_variant)}
+    row = rows["model_edgetpu.tflite"]
+    assert row.result == "skipped" and "libedgetpu.so.1" in row.reason
+    assert all(r.result == "ok" for n, r in rows.items() if n != "model_edgetpu.tflite")
