@@ -1,0 +1,48 @@
+"""The message-transport seam: what the rest of the agent (HAL, OTA) needs from a broker link."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Qos = Literal[0, 1]
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One message received on a subscribed topic filter."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    response_topic: str | None = None
+    """MQTT 5 response topic the sender asked replies to go to, if any."""
+    correlation_data: bytes | None = None
+    """MQTT 5 correlation data to echo on the reply, if any."""
+
+
+MessageHandler = Callable[[InboundMessage], None]
+"""Called on the network thread: must be quick; hand slow work to another thread."""
+
+
+class Transport(Protocol):
+    """Publishes and subscribes on the broker; both calls are safe from any thread but a loop's."""
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler, *, qos: Qos = 1) -> None:
+        """Deliver messages matching `topic_filter` to `handler`, now and after every reconnect."""
+
+    def unsubscribe(self, topic_filter: str, handler: MessageHandler) -> None:
+        """Stop delivering `topic_filter` to `handler`."""
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: Qos = 0,
+        retain: bool = False,
+        durable: bool | None = None,
+    ) -> None:
+        """Send a message; `durable` (default: qos == 1) routes it through the persistent outbox."""

@@ -1,0 +1,82 @@
+"""Every MQTT topic name the agent uses, built in one place from the root and the device id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HA_PREFIX = "homeassistant"
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names for one device: `<root>/<device_id>/...` plus the fleet forms."""
+
+    root: str
+    device_id: str
+    group: str
+
+    @property
+    def base(self) -> str:
+        """`<root>/<device_id>`: the prefix of every per-device topic."""
+        return f"{self.root}/{self.device_id}"
+
+    @property
+    def status(self) -> str:
+        """Retained online/offline status (also the last will)."""
+        return f"{self.base}/status"
+
+    @property
+    def state(self) -> str:
+        """Retained description of plugins and models."""
+        return f"{self.base}/state"
+
+    @property
+    def metrics(self) -> str:
+        """Periodic loop and sync statistics."""
+        return f"{self.base}/metrics"
+
+    def telemetry(self, plugin: str) -> str:
+        """Batched telemetry of one plugin."""
+        return f"{self.base}/telemetry/{plugin}"
+
+    def events(self, plugin: str) -> str:
+        """Events of one plugin (QoS 1)."""
+        return f"{self.base}/events/{plugin}"
+
+    def reply(self, command: str) -> str:
+        """Default reply topic of a command when the request named none."""
+        return f"{self.base}/reply/{command}"
+
+    def command_filters(self) -> tuple[str, str, str]:
+        """Subscriptions for commands: this device, its group, the whole fleet."""
+        return (
+            f"{self.base}/cmd/+",
+            f"{self.root}/group/{self.group}/cmd/+",
+            f"{self.root}/all/cmd/+",
+        )
+
+    def fleet_forms(self, suffix: str) -> tuple[str, str, str]:
+        """`suffix` under this device, its group and `all` (e.g. "ota/+/manifest" for OTA)."""
+        return (
+            f"{self.base}/{suffix}",
+            f"{self.root}/group/{self.group}/{suffix}",
+            f"{self.root}/all/{suffix}",
+        )
+
+    def command_name(self, topic: str) -> str | None:
+        """The command name if `topic` is one of our command topics, else None."""
+        head, sep, name = topic.rpartition("/cmd/")
+        if not sep or not name or "/" in name:
+            return None
+        if head in (self.base, f"{self.root}/group/{self.group}", f"{self.root}/all"):
+            return name
+        return None
+
+    def discovery(self, component: str, object_id: str) -> str:
+        """Home Assistant discovery config topic of one entity."""
+        return f"{HA_PREFIX}/{component}/{self.device_id}/{object_id}/config"
+
+    @property
+    def ha_status(self) -> str:
+        """Home Assistant's birth/last-will topic."""
+        return f"{HA_PREFIX}/status"

@@ -1,0 +1,160 @@
+"""The SQLite outbox on its own: order, durability across reopen, the bound and its policy."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from agent.sync.outbox import ROW_OVERHEAD, Message, MessageClass, Outbox, OutboxError
+
+TOPIC = "edge/d/events/p"
+
+
+def event(i: int, size: int = 100) -> Message:
+    return Message(MessageClass.EVENT, TOPIC, str(i).encode().ljust(size, b" "))
+
+
+def telemetry(i: int, size: int = 100) -> Message:
+    return Message(MessageClass.TELEMETRY, "edge/d/telemetry/p", str(i).encode().ljust(size, b" "))
+
+
+def ids_payloads(ob: Outbox) -> list[int]:
+    return [int(m.payload) for m in ob.after(0, 1_000_000)]
+
+
+def test_rows_come_back_in_insert_order_and_ack_deletes(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.db", max_bytes=1 << 20)
+    assert ob.add([event(i) for i in range(10)]) == 10
+    rows = ob.after(0, 100)
+    assert [int(r.payload) for r in rows] == list(range(10))
+    assert [r.id for r in rows] == sorted(r.id for r in rows)
+    assert ob.after(rows[4].id, 100)[0].id == rows[5].id
+    assert ob.ack([r.id for r in rows[:4]]) == 4
+    assert ob.ack([rows[0].id]) == 0  # unknown ids are ignored
+    assert ids_payloads(ob) == list(range(4, 10))
+    assert ob.depth == 6
+    assert ob.total_bytes == 6 * (100 + len(TOPIC) + ROW_OVERHEAD)
+    ob.close()
+
+
+def test_messages_and_seqs_survive_reopen_and_ids_never_repeat(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    ob = Outbox(path, max_bytes=1 << 20)
+    ob.add([event(i) for i in range(5)], seqs={"p": 5, "q": 2})
+    last = ob.after(0, 10)[-1].id
+    ob.ack([r.id for r in ob.after(0, 10)])  # empty again
+    ob.add([event(99)])
+    ob.close()
+    again = Outbox(path, max_bytes=1 << 20)
+    rows = again.after(0, 10)
+    assert [int(r.payload) for r in rows] == [99]
+    assert rows[0].id > last  # AUTOINCREMENT: a replay cursor is never fooled by reuse
+    assert again.seqs() == {"p": 5, "q": 2}
+    assert again.depth == 1
+    again.close()
+
+
+def test_telemetry_over_its_share_drops_oldest_and_counts(tmp_path: Path) -> None:
+    row = 1000 + len("edge/d/telemetry/p") + ROW_OVERHEAD
+    ob = Outbox(tmp_path / "o.db", max_bytes=64 * 1024, telemetry_share=0.25)
+    cap_rows = (64 * 1024 // 4) // row
+    ob.add([telemetry(i, 1000) for i in range(cap_rows + 5)])
+    kept = ids_payloads(ob)
+    assert kept == list(range(5, cap_rows + 5))
+    assert ob.telemetry_dropped == 5
+    assert ob.counts()["telemetry_bytes"] <= ob.telemetry_cap
+
+
+def test_events_are_never_dropped_and_the_bound_is_reported(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.db", max_bytes=64 * 1024, telemetry_share=0.5)
+    ob.add([telemetry(i, 1000) for i in range(20)])
+    size = event(0, 1000).size
+    n = 64 * 1024 // size + 10
+    stored = ob.add([event(i, 1000) for i in range(n)])
+    assert stored < n
+    assert ob.full
+    assert ob.refused == n - stored
+    # Telemetry made room first: all of it went before any event was refused.
+    assert ob.counts()["telemetry_rows"] == 0
+    assert ob.telemetry_dropped == 20
+    assert ids_payloads(ob) == list(range(stored))
+    # Room again after acks: the caller's kept events are accepted, and `full` clears.
+    ob.ack([r.id for r in ob.after(0, 5)])
+    assert ob.add([event(stored, 1000)]) == 1
+    assert not ob.full
+
+
+def test_a_second_agent_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.db", max_bytes=1 << 20)
+    with pytest.raises(OutboxError, match="in use by another agent"):
+        Outbox(tmp_path / "o.db", max_bytes=1 << 20)
+    ob.close()
+    Outbox(tmp_path / "o.db", max_bytes=1 << 20).close()
+
+
+def test_a_corrupt_file_is_moved_aside_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    path.write_bytes(b"this is not an sqlite database" * 100)
+    ob = Outbox(path, max_bytes=1 << 20)
+    assert ob.depth == 0
+    ob.add([event(1)])
+    assert ids_payloads(ob) == [1]
+    assert any(p.name.startswith("o.db.corrupt-") for p in tmp_path.iterdir())
+    ob.close()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_an_unwritable_state_dir_names_the_folder(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(OutboxError, match=str(ro)):
+            Outbox(ro / "o.db", max_bytes=1 << 20)
+    finally:
+        ro.chmod(0o700)
+
+
+def test_write_failure_raises_outbox_error_and_keeps_counts(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.db", max_bytes=1 << 20)
+    ob.add([event(1)])
+    # Simulate a failing disk: the table goes read-only for this connection.
+    ob._db.execute("PRAGMA query_only = ON")
+    with pytest.raises(OutboxError, match="outbox write failed"):
+        ob.add([event(2)], seqs={"p": 2})
+    assert ob.depth == 1
+    ob._db.execute("PRAGMA query_only = OFF")
+    assert ob.add([event(2)]) == 1
+    assert ids_payloads(ob) == [1, 2]
+
+
+def test_wal_and_normal_sync_are_in_force(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.db", max_bytes=1 << 20)
+    assert ob._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert ob._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    ob.add([event(i) for i in range(100)])
+    ob.ack([r.id for r in ob.after(0, 100)])
+    ob.compact()
+    # Another process may read the file while the agent runs (WAL).
+    other = sqlite3.connect(tmp_path / "o.db")
+    assert other.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+    other.close()
+    ob.close()
+
+
+def test_acks_and_new_rows_share_one_transaction(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.db", max_bytes=1 << 20)
+    ob.add([event(i) for i in range(3)])
+    first = [r.id for r in ob.after(0, 10)]
+    assert ob.add([event(3), event(4)], seqs={"p": 5}, acked=first[:2]) == 2
+    assert ids_payloads(ob) == [2, 3, 4]
+    assert ob.depth == 3 and ob.seqs() == {"p": 5}
+    # A failing transaction changes nothing: neither the acks nor the rows.
+    ob._db.execute("PRAGMA query_only = ON")
+    with pytest.raises(OutboxError):
+        ob.add([event(5)], acked=[first[2]])
+    ob._db.execute("PRAGMA query_only = OFF")
+    assert ids_payloads(ob) == [2, 3, 4] and ob.depth == 3
