@@ -41,8 +41,8 @@ def run_lockstep(
     """
     for name, spec in plugin.sensors.items():
         bind_device_check(sim, name, spec.shape, "sensor")
-    for name, spec in plugin.actuators.items():
-        bind_device_check(sim, name, spec.shape, "actuator")
+    for name, act in plugin.actuators.items():
+        bind_device_check(sim, name, act.shape, "actuator")
     channel = OutputChannel(plugin.__class__.__name__, plugin.telemetry_fields, capacity=1 << 16)
     channel._wall_offset_ns = 0  # simulated time: events carry sim time since episode start
     ctx = PluginContext(
