@@ -1,11 +1,159 @@
-"""`edge-agent run` (not built yet)."""
+"""`edge-agent run --config FILE [--duration S]`: start everything configured, until stopped.
+
+On a terminal a compact live view (rich) shows rates, p99 tick time and lateness, overruns and
+states; otherwise a `key=value` summary line per plugin is logged periodically. SIGINT and
+SIGTERM stop everything within a second, exit code 0. A bad config exits 2, a start failure 1.
+Set EDGE_AGENT_DUMP_MODULES=FILE to have the sorted list of imported modules written there at
+exit (how the tests check that only the runtimes the models need were imported).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("agent.run")
 
 
 def register(sub: Any) -> None:
-    """Nothing to register until this command exists."""
-    _ = (sub, argparse)
+    """Add the `run` command."""
+    p = sub.add_parser("run", help="run the configured plugins until stopped")
+    p.add_argument("--config", type=Path, required=True, help="agent config (TOML)")
+    p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument(
+        "--summary-every", type=float, default=10.0, help="seconds between logged summaries"
+    )
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The `run` handler; returns the exit code."""
+    from agent.config import ConfigError, load_config
+    from agent.errors import EdgeAgentError
+    from agent.service.app import AgentApp
+    from agent.service.logs import setup_logging
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    setup_logging(config.logging)
+    stop = _stop_on_signals()
+    app = AgentApp(config)
+    try:
+        app.start()
+    except EdgeAgentError as exc:
+        log.error("start failed: %s", exc)
+        return 1
+    try:
+        _report_ready(app)
+        _watch(app, stop, args)
+    finally:
+        app.stop(timeout=1.0)
+        _log_summary(app)
+        _dump_modules()
+    return 0
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def _report_ready(app: Any) -> None:
+    from agent.engine.report import process_age_s
+
+    if app.wait_ready(5.0):
+        log.info("ready: all loops ticking %.0f ms after process start", process_age_s() * 1e3)
+    else:
+        log.warning("not every loop ticked within 5 s of start")
+
+
+def _watch(app: Any, stop: threading.Event, args: argparse.Namespace) -> None:
+    end = time.monotonic() + args.duration if args.duration is not None else None
+    if sys.stdout.isatty():
+        _live_view(app, stop, end)
+        return
+    next_summary = time.monotonic() + args.summary_every
+    while not stop.wait(_until(end, 0.1)):
+        now = time.monotonic()
+        if end is not None and now >= end:
+            break
+        if now >= next_summary:
+            _log_summary(app)
+            next_summary = now + args.summary_every
+
+
+def _until(end: float | None, step: float) -> float:
+    if end is None:
+        return step
+    return max(0.0, min(step, end - time.monotonic()))
+
+
+def _live_view(app: Any, stop: threading.Event, end: float | None) -> None:
+    from rich.live import Live
+
+    with Live(_table(app), refresh_per_second=4, transient=False) as live:
+        while not stop.wait(_until(end, 0.25)):
+            if end is not None and time.monotonic() >= end:
+                break
+            live.update(_table(app))
+
+
+def _table(app: Any) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    from agent.engine.report import plugin_rows
+
+    table = Table(
+        title=f"edge-agent {app.config.device.id}  (tick and lateness in us)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("plugin", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    for col in ("Hz", "ticks", "tick\np50", "tick\np99", "late\np99", "over-\nruns", "re-\nstarts"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for row in plugin_rows(app.host):
+        table.add_row(
+            row["plugin"],
+            row["state"],
+            f"{row['rate_hz']:g}",
+            str(row["ticks"]),
+            f"{row['tick_p50_us']:.1f}",
+            f"{row['tick_p99_us']:.0f}",
+            f"{row['late_p99_us']:.0f}",
+            str(row["overruns"]),
+            str(row["restarts"]),
+            style="red" if row["state"] != "running" else None,
+        )
+    return table
+
+
+def _log_summary(app: Any) -> None:
+    from agent.engine.report import plugin_rows, summary_line
+
+    for row in plugin_rows(app.host):
+        log.info("%s", summary_line(row))
+
+
+def _dump_modules() -> None:
+    path = os.environ.get("EDGE_AGENT_DUMP_MODULES")
+    if path:
+        Path(path).write_text(json.dumps(sorted(sys.modules)))

@@ -63,21 +63,48 @@ class SimHal(HalBackend):
     """Real-time sim backend: one simulator per plugin, stepped to wall-clock time by a thread.
 
     Stepping happens off the plugin loops, in batches, so a device read is a plain copy.
+    Simulators may be bound while the thread runs (a plugin started later): the thread works on
+    a copy of the table, replaced whole on every bind, and each simulator keeps its own time
+    origin.
     """
 
     def __init__(
-        self, simulators: dict[str, Simulator], *, speed: float = 1.0, batch_s: float = 0.005
+        self,
+        simulators: dict[str, Simulator] | None = None,
+        *,
+        speed: float = 1.0,
+        batch_s: float = 0.005,
     ) -> None:
-        self._sims = simulators
+        # plugin -> (simulator, sim time at bind, wall time at bind or None before start)
+        self._bound: dict[str, tuple[Simulator, float, float | None]] = {}
         self._speed = speed
         self._batch_s = batch_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        for plugin, sim in (simulators or {}).items():
+            self.bind(plugin, sim)
+
+    def bind(self, plugin: str, sim: Simulator) -> None:
+        """Give `plugin` its simulator (also while running: it is stepped from now on)."""
+        started = time.perf_counter() if self._thread is not None else None
+        table = dict(self._bound)
+        table[plugin] = (sim, sim.t, started)
+        self._bound = table
+
+    def unbind(self, plugin: str) -> None:
+        """Stop stepping the simulator of `plugin`."""
+        table = dict(self._bound)
+        table.pop(plugin, None)
+        self._bound = table
+
+    def is_bound(self, plugin: str) -> bool:
+        """True when `plugin` has a simulator."""
+        return plugin in self._bound
 
     def simulator(self, plugin: str) -> Simulator:
         """The simulator bound to `plugin`."""
         try:
-            return self._sims[plugin]
+            return self._bound[plugin][0]
         except KeyError:
             raise HalError(f"no simulator bound to plugin {plugin!r}") from None
 
@@ -95,6 +122,10 @@ class SimHal(HalBackend):
 
     def start(self) -> None:
         """Start stepping every simulator in real time (times `speed`)."""
+        if self._thread is not None:
+            return
+        now = time.perf_counter()
+        self._bound = {p: (s, s.t, now) for p, (s, _, _) in self._bound.items()}
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="sim-hal", daemon=True)
         self._thread.start()
@@ -107,14 +138,14 @@ class SimHal(HalBackend):
             self._thread = None
 
     def _run(self) -> None:
-        start = time.perf_counter()
-        origin = {name: sim.t for name, sim in self._sims.items()}
         while not self._stop.wait(self._batch_s):
-            elapsed = (time.perf_counter() - start) * self._speed
-            for name, sim in self._sims.items():
-                target = elapsed * sim.realtime_speed
+            now = time.perf_counter()
+            for sim, origin, started in self._bound.values():
+                if started is None:
+                    continue
+                target = (now - started) * self._speed * sim.realtime_speed
                 # Cap the catch-up so a long pause does not freeze the thread for seconds.
                 budget = 2000
-                while sim.t - origin[name] < target and budget:
+                while sim.t - origin < target and budget:
                     sim.step()
                     budget -= 1

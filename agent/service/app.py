@@ -1,0 +1,100 @@
+"""The composed agent: HAL, models, plugin host, and the services attached around them.
+
+Start order: HAL backends (simulators start stepping), the plugin host (models loaded, plugins
+set up, loops started), then attached services (MQTT sync, watchdog, ...). Stop goes the other
+way round. Nothing here needs an MQTT broker: sync attaches when the lead wires it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Protocol
+
+from agent.config.sections import AgentConfig
+from agent.hal import Hal, HalBackend
+from agent.plugin.host import PluginHost
+from agent.plugin.registry import PluginRegistry
+
+log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    """A component started after the loops and stopped before them (e.g. MQTT sync)."""
+
+    def start(self) -> None:
+        """Start background work."""
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop within `timeout` seconds."""
+
+
+class AgentApp:
+    """Everything `edge-agent run` starts, as one object with start/stop."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        registry: PluginRegistry | None = None,
+        hal_backends: Mapping[str, HalBackend] | None = None,
+    ) -> None:
+        self.config = config
+        self.hal = Hal(config.hal, backends=_hal_backends(config, hal_backends))
+        self.host = PluginHost(config, hal=self.hal, registry=registry)
+        self.services: list[Service] = []
+        # MQTT sync attaches here: `app.attach(SyncService(config, app.host))`; the host is the
+        # EngineControl it needs, and `app.hal.backend("mqtt")` can share its connection.
+        self.started_at: float | None = None
+
+    def attach(self, service: Service) -> None:
+        """Add a service to start after the loops and stop before them."""
+        self.services.append(service)
+
+    def start(self) -> None:
+        """Start the HAL, the plugin loops, then every attached service."""
+        self.started_at = time.monotonic()
+        self.hal.start()
+        try:
+            self.host.start()
+            for service in self.services:
+                service.start()
+        except BaseException:
+            self.stop(timeout=1.0)
+            raise
+
+    def wait_ready(self, timeout: float) -> bool:
+        """True once every enabled plugin's loop has ticked."""
+        return self.host.wait_ready(timeout)
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop services, then loops (plugins torn down, models closed), then the HAL."""
+        deadline = time.monotonic() + timeout
+        for service in reversed(self.services):
+            try:
+                service.stop(timeout=_left(deadline, share=0.5))
+            except Exception:  # one service failing to stop must not keep the loops running
+                log.exception("stopping %s failed", type(service).__name__)
+        self.host.stop(timeout=_left(deadline))
+        self.hal.stop()
+
+
+def _hal_backends(
+    config: AgentConfig, given: Mapping[str, HalBackend] | None
+) -> dict[str, HalBackend]:
+    """The given backends, plus the mqtt one when a device needs it and none was given."""
+    backends = dict(given or {})
+    hal = config.hal
+    uses_mqtt = hal.backend == "mqtt" or any(d.backend == "mqtt" for d in hal.devices.values())
+    if uses_mqtt and "mqtt" not in backends:
+        # Imported only here: paho is loaded only when a device really comes over MQTT. It runs
+        # its own connection until sync hands it one (`MqttHal.use_transport`).
+        from agent.hal.mqtt import MqttHal
+
+        backends["mqtt"] = MqttHal(config)
+    return backends
+
+
+def _left(deadline: float, share: float = 1.0) -> float:
+    return max(0.05, (deadline - time.monotonic()) * share)

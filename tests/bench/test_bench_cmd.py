@@ -1,0 +1,47 @@
+"""`edge-agent bench --json` in a subprocess: one JSON object of the documented shape.
+
+Figures are checked for shape and sanity only: targets are reported by the bench, never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import engine_testkit as kit
+
+EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
+
+
+def test_bench_prints_one_json_object_with_every_figure(tmp_path: Path) -> None:
+    site = kit.write_entry_points(tmp_path / "site")
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\nmodels_dir = "{kit.MODELS}"\n'
+        '[mqtt]\nenabled = false\n[[plugins]]\nname = "wave"\nrate_hz = 200\n'
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(kit.TESTKIT_DIR)])}
+    args = ["--config", str(config), "--duration", "2", "--floor-duration", "0.5", "--json"]
+    out = subprocess.run(
+        [EDGE_AGENT, "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)  # exactly one JSON document on stdout
+    for key in ("rss_mb", "floor_rss_mb", "ready_ms"):
+        assert report[key] > 0, key
+    (wave,) = report["plugins"]
+    assert wave["plugin"] == "wave" and wave["model"] == kit.WAVE_MODEL
+    assert wave["backend"] == "tflite" and wave["rate_hz"] == 200.0
+    for key in ("bare_us", "tick_us"):
+        assert 0 < wave[key]["p50"] <= wave[key]["p99"], key
+    for key in ("lateness_us", "floor_lateness_us"):
+        assert 0 <= wave[key]["p50"] <= wave[key]["p99"] <= wave[key]["max"], key
+    assert wave["ratio_p50"] == round(wave["tick_us"]["p50"] / wave["bare_us"]["p50"], 2)
+    assert wave["ticks"] > 200 and 0 <= wave["overruns"] <= wave["ticks"]
