@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """The `run` handler; returns the exit code."""
     from agent.config import ConfigError, load_config
     from agent.errors import EdgeAgentError
-    from agent.service.app import AgentApp
+    from agent.service.compose import build_agent
     from agent.service.logs import setup_logging
 
     try:
@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     setup_logging(config.logging)
     stop = _stop_on_signals()
-    app = AgentApp(config)
     try:
+        app = build_agent(config, config_path=args.config)
         app.start()
     except EdgeAgentError as exc:
         log.error("start failed: %s", exc)
@@ -80,6 +80,8 @@ def _report_ready(app: Any) -> None:
 
     if app.wait_ready(5.0):
         log.info("ready: all loops ticking %.0f ms after process start", process_age_s() * 1e3)
+        if app.watchdog is not None:
+            app.watchdog.announce_ready()
     else:
         log.warning("not every loop ticked within 5 s of start")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent.config.sections import AgentConfig
 from agent.hal import Hal, HalBackend
@@ -44,8 +44,9 @@ class AgentApp:
         self.hal = Hal(config.hal, backends=_hal_backends(config, hal_backends))
         self.host = PluginHost(config, hal=self.hal, registry=registry)
         self.services: list[Service] = []
-        # MQTT sync attaches here: `app.attach(SyncService(config, app.host))`; the host is the
-        # EngineControl it needs, and `app.hal.backend("mqtt")` can share its connection.
+        # Set by agent.service.compose.build_agent when MQTT sync and the watchdog are attached.
+        self.sync: Any = None
+        self.watchdog: Any = None
         self.started_at: float | None = None
 
     def attach(self, service: Service) -> None:
@@ -69,14 +70,18 @@ class AgentApp:
         return self.host.wait_ready(timeout)
 
     def stop(self, timeout: float = 1.0) -> None:
-        """Stop services, then loops (plugins torn down, models closed), then the HAL."""
+        """Stop the loops (plugins torn down, models closed), then services, then the HAL.
+
+        Loops go first so that what a plugin emitted in its last ticks is still drained by sync
+        into the durable outbox before sync stops.
+        """
         deadline = time.monotonic() + timeout
+        self.host.stop(timeout=_left(deadline, share=0.5))
         for service in reversed(self.services):
             try:
-                service.stop(timeout=_left(deadline, share=0.5))
-            except Exception:  # one service failing to stop must not keep the loops running
+                service.stop(timeout=_left(deadline))
+            except Exception:  # one service failing to stop must not keep the others running
                 log.exception("stopping %s failed", type(service).__name__)
-        self.host.stop(timeout=_left(deadline))
         self.hal.stop()
 
 

@@ -99,6 +99,7 @@ class MqttLink:
         self.connected = False
         self.connects = 0
         self.disconnects = 0
+        self.connect_failures = 0
         self.last_connect_ts = 0.0
         self.last_error = ""
         self.on_connected: Callable[[], None] | None = None
@@ -279,6 +280,7 @@ class MqttLink:
         self.last_connect_ts = time.time()
         self.last_error = ""
         self.connected = True
+        self.connect_failures = 0
         log.info("MQTT connected to %s as %s", self.broker, self.client_id)
         self._call(self.on_connected)
 
@@ -286,7 +288,18 @@ class MqttLink:
         delay = self._backoff.next()
         self._set_delay(client, delay)
         self.last_error = f"cannot reach {self.broker}"
-        log.debug("MQTT connect to %s failed, retrying in %.2f s", self.broker, delay)
+        self.connect_failures += 1
+        # Say it once clearly, then only now and again: a dead broker must not flood the journal.
+        n = self.connect_failures
+        level = logging.WARNING if n & (n - 1) == 0 else logging.DEBUG
+        log.log(
+            level,
+            "MQTT broker %s unreachable (attempt %d); outputs wait in the outbox; "
+            "retrying in %.2f s",
+            self.broker,
+            n,
+            delay,
+        )
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
