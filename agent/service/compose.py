@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.sections import AgentConfig
+from agent.plugin.registry import PluginRegistry
 from agent.service.app import AgentApp
 from agent.service.notify import Notifier
 from agent.service.watchdog import HealthCheck, Watchdog, loops_ticking
@@ -67,7 +68,11 @@ def status_line(app: AgentApp) -> str:
 
 
 def build_agent(
-    config: AgentConfig, *, config_path: Path | None = None, notifier: Notifier | None = None
+    config: AgentConfig,
+    *,
+    config_path: Path | None = None,
+    notifier: Notifier | None = None,
+    registry: PluginRegistry | None = None,
 ) -> AgentApp:
     """The agent as `edge-agent run` starts it; call `start()` on the result."""
     if config.ota.trusted_keys:
@@ -77,7 +82,7 @@ def build_agent(
         recovered = recover(config.state_dir)
         if recovered:
             log.info("ota: active versions %s", recovered)
-    app = AgentApp(config)
+    app = AgentApp(config, registry=registry)
     checks: list[HealthCheck] = [loops_ticking(app.host.tick_counters)]
     if config.mqtt.enabled:
         from agent.sync.service import SyncService
@@ -101,6 +106,10 @@ def build_agent(
                 description="roll a model back to its previous version",
             )
             app.attach(_OtaWiring(adapter, ota))
+    if config.service.prometheus_port is not None:
+        from agent.service.prometheus import PrometheusEndpoint
+
+        app.attach(PrometheusEndpoint(app, config.service.prometheus_port))
     notifier = notifier or Notifier()
     if config.service.watchdog:
         dog = _WatchdogService(app, notifier, checks)

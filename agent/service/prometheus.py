@@ -1,0 +1,84 @@
+"""Prometheus text endpoint on localhost: loop histograms and sync counters, read at scrape time.
+
+Collected on demand from the host's statistics, so the loops pay nothing for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from agent.errors import ConfigError
+from agent.service.app import AgentApp
+
+
+class AgentCollector:
+    """A prometheus_client collector over a running agent."""
+
+    def __init__(self, app: AgentApp) -> None:
+        self._app = app
+
+    def collect(self) -> Iterator[Any]:
+        """Yield one metric family per figure, labelled by plugin."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        stats = self._app.host.stats()
+        ticks = CounterMetricFamily("edge_agent_ticks", "Loop ticks done", labels=["plugin"])
+        overruns = CounterMetricFamily(
+            "edge_agent_overruns", "Ticks that overran their period", labels=["plugin"]
+        )
+        tick_us = GaugeMetricFamily(
+            "edge_agent_tick_us", "Tick compute time (us)", labels=["plugin", "quantile"]
+        )
+        late_us = GaugeMetricFamily(
+            "edge_agent_lateness_us",
+            "Lateness against the deadline (us)",
+            labels=["plugin", "quantile"],
+        )
+        for name, s in stats.items():
+            ticks.add_metric([name], s.get("ticks", 0))
+            overruns.add_metric([name], s.get("overruns", 0))
+            for q in ("p50", "p99", "p999", "max"):
+                tick_us.add_metric([name, q], s["tick_us"].get(q, 0.0))
+                late_us.add_metric([name, q], s["lateness_us"].get(q, 0.0))
+        yield from (ticks, overruns, tick_us, late_us)
+        sync = self._app.sync
+        if sync is not None:
+            for key, value in sync.counters().items():
+                yield GaugeMetricFamily(
+                    f"edge_agent_sync_{key}", f"sync counter {key}", value=value
+                )
+
+
+class PrometheusEndpoint:
+    """Serves /metrics on 127.0.0.1:`port` while the agent runs."""
+
+    def __init__(self, app: AgentApp, port: int) -> None:
+        try:
+            from prometheus_client import CollectorRegistry
+        except ImportError:
+            raise ConfigError(
+                [
+                    (
+                        "service.prometheus_port",
+                        "needs prometheus-client: pip install 'edge-agent[prometheus]'",
+                        port,
+                    )
+                ]
+            ) from None
+        self.registry = CollectorRegistry()
+        self.registry.register(AgentCollector(app))
+        self.port = port
+        self._server: Any = None
+
+    def start(self) -> None:
+        """Listen on localhost only: metrics are for a local scraper or an SSH tunnel."""
+        from prometheus_client import start_http_server
+
+        self._server, _ = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None

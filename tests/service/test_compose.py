@@ -1,0 +1,55 @@
+"""The composed agent talks to systemd (READY, WATCHDOG, STOPPING) and serves Prometheus text."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import urllib.request
+from pathlib import Path
+
+_KIT = str(Path(__file__).resolve().parents[1] / "engine")
+if _KIT not in sys.path:
+    sys.path.insert(0, _KIT)
+
+import engine_testkit as kit  # noqa: E402
+
+from agent.plugin.registry import PluginRegistry  # noqa: E402
+from agent.service.compose import build_agent  # noqa: E402
+from agent.service.notify import Notifier  # noqa: E402
+from sim.broker import free_port  # noqa: E402
+
+
+def test_ready_watchdog_stopping_and_metrics(tmp_path: Path) -> None:
+    path = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(path)
+    listener.settimeout(5.0)
+    port = free_port()
+    config = kit.make_config(
+        [{"name": "counter", "rate_hz": 200.0}],
+        state_dir=str(tmp_path / "state"),
+        service={"watchdog": True, "prometheus_port": port},
+    )
+    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
+    app = build_agent(config, notifier=notifier, registry=PluginRegistry(extra=kit.PLUGINS))
+    app.start()
+    try:
+        assert app.wait_ready(10)
+        app.watchdog.announce_ready()
+        messages = [listener.recv(4096) for _ in range(4)]
+        assert any(m.startswith(b"READY=1") for m in messages)
+        assert b"WATCHDOG=1" in messages
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        assert b'edge_agent_ticks_total{plugin="counter"}' in body
+        assert b'edge_agent_lateness_us{plugin="counter",quantile="p99"}' in body
+    finally:
+        app.stop(timeout=2.0)
+    tail = []
+    listener.settimeout(0.5)
+    try:
+        while True:
+            tail.append(listener.recv(4096))
+    except TimeoutError:
+        pass
+    assert b"STOPPING=1" in tail
+    listener.close()
