@@ -1,0 +1,252 @@
+"""The robot plugin: lidar and goal in, the policy's action out as wheel speeds, via the e-stop."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+
+from agent.errors import ModelError, PluginError
+from agent.hal.base import ActuatorSpec, SensorSpec
+from agent.plugin.base import Plugin, PluginContext, PluginParams
+from agent.runtime.base import Model
+from plugins.robot.config import RobotParams
+from plugins.robot.safety import SafetyLayer
+
+N_RAYS = 32
+OBS_SIZE = N_RAYS + 3
+N_BINS = 72  # heading bins of the policy, bin k = k * 5 degrees CCW of straight ahead
+BIN_WIDTH = 2.0 * math.pi / N_BINS
+BEHIND = math.radians(150.0)  # headings further round than this keep the turn direction
+ACTION_SIZE = N_BINS + 1  # the output row: heading logits, then the speed ...
+SPEED_UNIT = 0.1  # ... in units of 0.1 m/s (so int8 resolves it beside the logits)
+_LIDAR, _GOAL = 1, 2  # dropout bits
+
+
+class RobotPlugin(Plugin):
+    """Drives a differential-drive robot to its goal with a distilled policy at 500 Hz.
+
+    Each tick: read the lidar and the goal straight into preallocated buffers, copy them into
+    the model slot and run the policy. Its action row is a heading (72 bin logits: argmax,
+    refined by a parabola through the peak and its neighbours) and a speed; one law turns it into
+    wheel speeds (turn rate `turn_gain` x heading error, speed within what turning leaves).
+    The safety layer then cuts any translation toward a lidar return nearer than
+    `estop_distance`; the model cannot override it. A lidar dropout (no reading or NaN rays)
+    stops the robot: with no scan, clearance cannot be checked. A goal dropout keeps the last
+    good goal for `goal_hold_s`, then stops. Dropouts and e-stops are reported once per episode.
+    """
+
+    Params = RobotParams
+    sensors: ClassVar[dict[str, SensorSpec]] = {
+        "lidar": SensorSpec(
+            (N_RAYS,), "m", "ranges from the robot centre, ray i at 360*i/32 deg CCW of heading"
+        ),
+        "goal": SensorSpec((3,), "m, 1, 1", "goal distance, cos and sin of its bearing (robot)"),
+    }
+    actuators: ClassVar[dict[str, ActuatorSpec]] = {
+        "wheels": ActuatorSpec((2,), "m/s", "left and right wheel speed commands"),
+    }
+    telemetry_fields: ClassVar[tuple[str, ...]] = (
+        "goal_distance",
+        "min_range",
+        "left",
+        "right",
+        "estop",
+        "estops",
+        "dropouts",
+        "goals_reached",
+    )
+    default_model: ClassVar[str | None] = "robot_policy"
+    default_rate_hz: ClassVar[float] = 500.0
+    simulator: ClassVar[str | None] = "sim.robot.world:RobotWorld"
+
+    def setup(self, ctx: PluginContext) -> None:
+        """Bind devices and the model slot's buffers; allocate every buffer the tick uses."""
+        if ctx.model is None:
+            raise PluginError('robot needs its policy model: set model = "robot_policy"')
+        self._check_shapes(
+            [b.shape for b in ctx.model.inputs], [b.shape for b in ctx.model.outputs], None
+        )
+        self._ctx = ctx
+        self._read_lidar = ctx.sensors["lidar"].read_into
+        self._read_goal = ctx.sensors["goal"].read_into
+        self._write_wheels = ctx.actuators["wheels"].write
+        self._telemetry = ctx.out.telemetry
+        self._run = ctx.model.run  # the slot's run: follows model swaps
+        row = ctx.model.inputs[0][0]
+        self._in_scan = row[:N_RAYS]
+        self._in_goal = row[N_RAYS:]
+        action = ctx.model.outputs[0][0]
+        self._logits = action[:N_BINS]
+        self._speed = action[N_BINS:]
+        self._scan = np.zeros(N_RAYS, np.float32)
+        self._goal_raw = np.zeros(3, np.float32)
+        self._goal = np.zeros(3, np.float32)
+        self._cmd = np.zeros(2, np.float32)
+        self._row = np.zeros(len(self.telemetry_fields), np.float64)
+        p = RobotParams.model_validate(ctx.params.model_dump())
+        self._safety = SafetyLayer(N_RAYS, distance=p.estop_distance, corridor=p.estop_corridor)
+        self.apply_params(p)
+        self._ticks = 0
+        self._goal_age = 1 << 62  # no good goal reading yet
+        self._dropped = 0
+        self._last_block = -(1 << 62)
+        self._at_goal = False
+        self._turn_sign = 0.0
+        self._min_range = 0.0
+        self._estop = False
+        self.estops = 0
+        self.dropouts = 0
+        self.goals_reached = 0
+
+    def apply_params(self, params: PluginParams) -> None:
+        """Take new thresholds and limits; counters and buffers stay."""
+        if not isinstance(params, RobotParams):
+            raise PluginError(f"robot takes RobotParams, got {type(params).__name__}")
+        rate = self._ctx.rate_hz
+        self._params = params
+        self._vmax = params.max_wheel_speed
+        self._turn_gain = params.turn_gain
+        self._max_turn = params.max_turn
+        self._half_base = 0.5 * params.wheel_base
+        self._goal_tol = params.goal_tolerance
+        self._hold_ticks = int(params.goal_hold_s * rate)
+        self._rearm_ticks = max(1, int(params.estop_rearm_s * rate))
+        self._every = params.telemetry_every
+        self._safety.configure(distance=params.estop_distance, corridor=params.estop_corridor)
+
+    def check_model(self, model: Model) -> None:
+        """A policy must map (1, 35) lidar + goal to a (1, 73) action row."""
+        self._check_shapes(
+            [tuple(s.shape) for s in model.inputs], [tuple(s.shape) for s in model.outputs], model
+        )
+
+    @staticmethod
+    def _check_shapes(
+        ins: list[tuple[int, ...]], outs: list[tuple[int, ...]], m: Model | None
+    ) -> None:
+        if ins != [(1, OBS_SIZE)] or outs != [(1, ACTION_SIZE)]:
+            raise ModelError(
+                f"robot policy must map (1, {OBS_SIZE}) lidar+goal to (1, {ACTION_SIZE}) "
+                f"heading logits + speed, got inputs {ins} outputs {outs}",
+                path=None if m is None else m.path,
+            )
+
+    def tick(self, now_ns: int) -> None:
+        """Sense, infer, limit, actuate; telemetry every `telemetry_every` ticks."""
+        self._ticks += 1
+        left = right = 0.0
+        scan_ok = self._sense_scan(now_ns)
+        goal_ok = self._sense_goal(now_ns)
+        self._estop = False
+        if scan_ok and goal_ok:
+            distance = float(self._goal[0])
+            if distance <= self._goal_tol:
+                if not self._at_goal:
+                    self._at_goal = True
+                    self.goals_reached += 1
+                    self._ctx.out.event(now_ns, "goal_reached", 1.0, distance=distance)
+            else:
+                self._at_goal = False
+                left, right = self._policy()
+                left, right = self._limit(now_ns, left, right)
+        self._cmd[0] = left
+        self._cmd[1] = right
+        self._write_wheels(self._cmd)
+        if self._ticks % self._every == 0:
+            self._emit(now_ns, left, right)
+
+    def _sense_scan(self, now_ns: int) -> bool:
+        """Read the lidar; False on a dropout (no reading, or NaN rays), reported once."""
+        ok = self._read_lidar(self._scan)
+        if ok:
+            self._min_range = float(self._scan.min())
+            ok = self._min_range == self._min_range  # min is NaN when any ray is NaN
+        return self._track(now_ns, _LIDAR, ok, "lidar")
+
+    def _sense_goal(self, now_ns: int) -> bool:
+        """Read the goal; during a dropout hold the last good one for `goal_hold_s`."""
+        ok = self._read_goal(self._goal_raw)
+        if ok:
+            total = float(self._goal_raw.sum())
+            ok = total == total
+        if ok:
+            np.copyto(self._goal, self._goal_raw)
+            self._goal_age = 0
+        else:
+            self._goal_age += 1
+        self._track(now_ns, _GOAL, ok, "goal")
+        return self._goal_age <= self._hold_ticks
+
+    def _track(self, now_ns: int, bit: int, ok: bool, sensor: str) -> bool:
+        if ok:
+            self._dropped &= ~bit
+        elif not self._dropped & bit:
+            self._dropped |= bit
+            self.dropouts += 1
+            self._ctx.out.event(now_ns, "sensor_dropout", 1.0, sensor=sensor)
+        return ok
+
+    def _policy(self) -> tuple[float, float]:
+        """Run the model on the current scan and goal; wheel speeds from its action."""
+        np.copyto(self._in_scan, self._scan)
+        np.copyto(self._in_goal, self._goal)
+        self._run()
+        logits = self._logits
+        k = int(logits.argmax())
+        peak = float(logits[k])
+        before = float(logits[k - 1])  # k - 1 = -1 wraps to the last bin, as headings do
+        after = float(logits[(k + 1) % N_BINS])
+        speed = float(self._speed[0]) * SPEED_UNIT
+        if peak != peak or speed != speed:  # NaN from a broken model: stop
+            return 0.0, 0.0
+        curve = before - 2.0 * peak + after
+        shift = 0.5 * (before - after) / curve if curve < 0.0 else 0.0
+        heading = (k + min(max(shift, -0.5), 0.5)) * BIN_WIDTH
+        if heading > math.pi:
+            heading -= 2.0 * math.pi
+        if abs(heading) > BEHIND and heading * self._turn_sign < 0.0:
+            # A target behind the robot is as near turning either way: keep turning the way
+            # we were, or bins either side of 180 degrees would flip the turn every tick.
+            heading -= math.copysign(2.0 * math.pi, heading)
+        turn = min(max(self._turn_gain * heading, -self._max_turn), self._max_turn)
+        if turn != 0.0:
+            self._turn_sign = math.copysign(1.0, turn)
+        half = self._half_base * turn
+        vmax = self._vmax
+        room = max(vmax - abs(half), 0.0)
+        v = min(max(speed, -room), room)
+        left = min(max(v - half, -vmax), vmax)
+        right = min(max(v + half, -vmax), vmax)
+        return left, right
+
+    def _limit(self, now_ns: int, left: float, right: float) -> tuple[float, float]:
+        """The safety layer: zero the translation that would close on a near return."""
+        if self._min_range >= self._safety.distance:
+            return left, right
+        speed = 0.5 * (left + right)
+        if not self._safety.blocks(self._scan, speed):
+            return left, right
+        self._estop = True
+        if self._ticks - self._last_block > self._rearm_ticks:
+            self.estops += 1
+            urgency = 1.0 - self._min_range / self._safety.distance
+            self._ctx.out.event(
+                now_ns, "estop", urgency, min_range=self._min_range, commanded_speed=speed
+            )
+        self._last_block = self._ticks
+        turn = 0.5 * (right - left)
+        return -turn, turn
+
+    def _emit(self, now_ns: int, left: float, right: float) -> None:
+        row = self._row
+        row[0] = self._goal[0]
+        row[1] = self._min_range
+        row[2] = left
+        row[3] = right
+        row[4] = 1.0 if self._estop else 0.0
+        row[5] = self.estops
+        row[6] = self.dropouts
+        row[7] = self.goals_reached
+        self._telemetry(now_ns, row)
