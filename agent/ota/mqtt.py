@@ -1,0 +1,295 @@
+"""OTA over MQTT: topics, chunk framing and the adapter between a Transport and the OtaService.
+
+Topics (`<root>` is mqtt.topic_root, `edge` by default):
+
+    <root>/<device>/ota/<model>/manifest       in   the signed manifest (envelope.json bytes);
+    <root>/group/<group>/ota/<model>/manifest  in   also accepted for the device's group,
+    <root>/all/ota/<model>/manifest            in   and for the whole fleet
+    <root>/<device>/ota/<model>/chunk/<n>      in   8-byte big-endian serial, then chunk n's bytes
+    <root>/<device>/ota/<model>/request        out  {"serial", "missing": [[first, end), ...],
+                                                     "received", "chunks"}: please send these
+    <root>/<device>/ota/<model>/status         out  retained {"state", "version", "reason",
+                                                     "serial", "active", ...}
+
+The device pulls: after accepting a manifest it requests a window of chunks, asks for more as they
+arrive, and asks again for any not received within `stall_s`, so a publisher that restarts, or a
+device that reconnects, resumes where the transfer stopped. A transfer without progress for
+`give_up_s` is abandoned (status `rejected`, retryable: sending the same bundle again resumes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.errors import CommandError
+from agent.ota.service import OtaService
+from agent.sync.base import InboundMessage, Transport
+
+log = logging.getLogger(__name__)
+
+SERIAL = struct.Struct(">Q")
+"""Prefix of every chunk payload: the serial of the update the chunk belongs to."""
+
+
+def frame_chunk(serial: int, data: bytes) -> bytes:
+    """A chunk payload: the update's serial, then the bytes."""
+    return SERIAL.pack(serial) + data
+
+
+def unframe_chunk(payload: bytes) -> tuple[int, bytes]:
+    """(serial, bytes) of a chunk payload; ValueError if it is too short."""
+    if len(payload) < SERIAL.size:
+        raise ValueError("chunk payload shorter than its serial prefix")
+    return SERIAL.unpack_from(payload)[0], payload[SERIAL.size :]
+
+
+def ranges(numbers: list[int]) -> list[list[int]]:
+    """Sorted chunk numbers as [first, end) ranges: [1, 2, 3, 7] -> [[1, 4], [7, 8]]."""
+    out: list[list[int]] = []
+    for n in numbers:
+        if out and out[-1][1] == n:
+            out[-1][1] = n + 1
+        else:
+            out.append([n, n + 1])
+    return out
+
+
+def expand(spans: Any, limit: int) -> list[int]:
+    """Chunk numbers of [first, end) ranges, each below `limit`; ValueError if malformed."""
+    out: list[int] = []
+    for span in spans:
+        first, end = int(span[0]), int(span[1])
+        out.extend(range(max(0, first), min(end, limit)))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class OtaTopics:
+    """OTA topic names of one device."""
+
+    root: str
+    device_id: str
+    group: str
+
+    def manifest_filters(self) -> tuple[str, str, str]:
+        """Manifest subscriptions: this device, its group, the fleet."""
+        return (
+            f"{self.root}/{self.device_id}/ota/+/manifest",
+            f"{self.root}/group/{self.group}/ota/+/manifest",
+            f"{self.root}/all/ota/+/manifest",
+        )
+
+    def chunk_filter(self) -> str:
+        """Chunk subscription (chunks are always sent to one device)."""
+        return f"{self.root}/{self.device_id}/ota/+/chunk/+"
+
+    def status(self, model: str) -> str:
+        """Retained status of `model`'s last update."""
+        return f"{self.root}/{self.device_id}/ota/{model}/status"
+
+    def request(self, model: str) -> str:
+        """Where the device asks for chunks."""
+        return f"{self.root}/{self.device_id}/ota/{model}/request"
+
+
+@dataclass
+class _Pull:
+    """Chunks requested for one transfer and when."""
+
+    serial: int
+    requested: dict[int, float] = field(default_factory=dict)
+
+
+class OtaMqttAdapter:
+    """Feeds MQTT messages to the OtaService and publishes its statuses and chunk requests.
+
+    Incoming messages are queued to one worker thread (the network thread only enqueues), which
+    keeps a manifest and its chunks in order and keeps disk writes off the network thread.
+    """
+
+    def __init__(
+        self,
+        sync: Transport,
+        service: OtaService,
+        topics: OtaTopics | None = None,
+        *,
+        window: int = 32,
+        stall_s: float = 2.0,
+        give_up_s: float = 60.0,
+        queue_size: int = 256,
+    ) -> None:
+        cfg = service.config
+        self.sync = sync
+        self.service = service
+        self.topics = topics or OtaTopics(cfg.mqtt.topic_root, cfg.device.id, cfg.device.group)
+        self.window = window
+        self.stall_s = stall_s
+        self.give_up_s = give_up_s
+        # Messages, model names whose stalled chunks to re-request, None to stop.
+        self._inbox: queue.Queue[InboundMessage | str | None] = queue.Queue(queue_size)
+        self._pulls: dict[str, _Pull] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.dropped = 0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Subscribe, start the worker and the stall watch, republish every known status."""
+        self.service.add_listener(self._on_status)
+        self._stop.clear()
+        for name, target in (("ota-mqtt", self._work), ("ota-watch", self._watch)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        for f in self.topics.manifest_filters():
+            self.sync.subscribe(f, self._enqueue, qos=1)
+        self.sync.subscribe(self.topics.chunk_filter(), self._enqueue, qos=1)
+        self._republish_statuses()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Unsubscribe and stop the threads (the service itself is closed by its owner)."""
+        for f in self.topics.manifest_filters():
+            self.sync.unsubscribe(f, self._enqueue)
+        self.sync.unsubscribe(self.topics.chunk_filter(), self._enqueue)
+        self._stop.set()
+        with contextlib.suppress(queue.Full):
+            self._inbox.put_nowait(None)
+        for t in self._threads:
+            t.join(timeout)
+        self._threads = []
+
+    def rollback_command(self, args: Any) -> dict[str, Any]:
+        """`model.rollback` handler (args: RollbackArgs), same as OtaService.rollback_command."""
+        return self.service.rollback_command(args)
+
+    # --- inbound -----------------------------------------------------------------------------
+
+    def _enqueue(self, msg: InboundMessage) -> None:
+        try:
+            self._inbox.put_nowait(msg)
+        except queue.Full:
+            self.dropped += 1  # a dropped chunk is requested again after stall_s
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            item = self._inbox.get()
+            if item is None:
+                return
+            try:
+                if isinstance(item, str):
+                    self._request(item)
+                else:
+                    self._handle(item)
+            except Exception:  # one bad message must not stop OTA
+                log.exception("ota: handling %r failed", getattr(item, "topic", item))
+
+    def _handle(self, msg: InboundMessage) -> None:
+        parts = msg.topic.split("/")
+        if parts[-1] == "manifest" and len(parts) >= 4:
+            self._manifest(parts[-2], msg.payload)
+        elif len(parts) >= 5 and parts[-2] == "chunk":
+            self._chunk(parts[-3], parts[-1], msg.payload)
+
+    def _manifest(self, model: str, payload: bytes) -> None:
+        try:
+            rx = self.service.receiver(model)
+        except CommandError as exc:
+            log.warning("ota: manifest ignored: %s", exc.message)
+            return
+        status = rx.on_manifest(payload)
+        t = rx.receiving
+        if status.get("state") == "receiving" and t is not None:
+            pull = self._pulls.get(model)
+            if pull is None or pull.serial != t.serial:
+                self._pulls[model] = _Pull(t.serial)
+            else:
+                pull.requested.clear()  # the sender restarted: ask again for what is missing
+            self._request(model, force=True)
+
+    def _chunk(self, model: str, number: str, payload: bytes) -> None:
+        try:
+            n = int(number)
+            serial, data = unframe_chunk(payload)
+            rx = self.service.receiver(model)
+        except (ValueError, CommandError):
+            return
+        rx.on_chunk(n, data, serial=serial)
+        pull = self._pulls.get(model)
+        if pull is not None:
+            pull.requested.pop(n, None)
+            if len(pull.requested) <= self.window // 2:
+                self._request(model)
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def _request(self, model: str, *, force: bool = False) -> None:
+        """Ask for missing chunks not already asked for in the last `stall_s`."""
+        rx = self.service.receiver(model)
+        t = rx.receiving
+        pull = self._pulls.get(model)
+        if t is None or pull is None or pull.serial != t.serial:
+            return
+        now = time.monotonic()
+        missing = rx.missing(limit=len(pull.requested) + self.window)
+        waiting = set(missing)
+        for n in [n for n in pull.requested if n not in waiting]:
+            del pull.requested[n]
+        fresh = [n for n in missing if now - pull.requested.get(n, -1e9) >= self.stall_s]
+        room = self.window - sum(1 for n in pull.requested if n not in fresh)
+        ask = fresh[: max(0, room)]
+        if not ask and not force:
+            return
+        for n in ask:
+            pull.requested[n] = now
+        payload = {
+            "serial": t.serial,
+            "missing": ranges(ask),
+            "received": t.received,
+            "chunks": len(t.have),
+        }
+        self.sync.publish(self.topics.request(model), json.dumps(payload), qos=1, durable=False)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(0.5, self.stall_s / 2)):
+            for rx in self.service.receivers():
+                t = rx.receiving
+                if t is None:
+                    continue
+                if time.monotonic() - rx.last_progress > self.give_up_s:
+                    rx.abort(f"transfer stalled: no chunk for {self.give_up_s:g} s")
+                    continue
+                with contextlib.suppress(queue.Full):
+                    self._inbox.put_nowait(rx.name)  # the worker re-requests stalled chunks
+
+    # --- outbound ------------------------------------------------------------------------------
+
+    def _on_status(self, status: dict[str, Any]) -> None:
+        model = str(status.get("model"))
+        if status.get("state") != "receiving":
+            self._pulls.pop(model, None)
+        self.sync.publish(self.topics.status(model), json.dumps(status), qos=1, retain=True)
+        if status.get("state") in ("active", "rolled_back"):
+            refresh = getattr(self.sync, "state_changed", None)
+            if callable(refresh):
+                refresh()  # the retained agent state lists active model versions
+
+    def _republish_statuses(self) -> None:
+        root = self.service.config.state_dir / "models"
+        if not root.is_dir():
+            return
+        for d in sorted(root.iterdir()):
+            try:
+                status = self.service.status(d.name)
+            except CommandError:
+                continue
+            if status.get("state") != "idle":
+                self._on_status(status)

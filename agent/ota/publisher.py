@@ -1,0 +1,288 @@
+"""Operator side of OTA over MQTT: send a bundle to a device, a group or the fleet, answer the
+devices' chunk requests until each reports its final state (`edge-agent ota publish`).
+
+Devices pull (see agent/ota/mqtt.py): the publisher sends the signed manifest, then only what
+each device asks for, on that device's chunk topic. So a device that was offline, or that lost a
+transfer, just asks again; and running the same command again resumes instead of starting over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from agent.ota.bundle import Bundle
+from agent.ota.mqtt import expand, frame_chunk
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("active", "rejected", "rolled_back")
+TargetKind = Literal["device", "group", "all"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Who gets the update: one device, a group, or every device."""
+
+    kind: TargetKind
+    name: str = ""
+
+    def manifest_topic(self, root: str, model: str) -> str:
+        """Where the manifest goes."""
+        if self.kind == "device":
+            return f"{root}/{self.name}/ota/{model}/manifest"
+        if self.kind == "group":
+            return f"{root}/group/{self.name}/ota/{model}/manifest"
+        return f"{root}/all/ota/{model}/manifest"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}" if self.name else "all devices"
+
+    def device_filter(self) -> str:
+        """The device level of the reply topics to listen to."""
+        return self.name if self.kind == "device" else "+"
+
+
+@dataclass
+class DeviceProgress:
+    """What one device said about this update so far."""
+
+    device: str
+    chunks: int
+    state: str = "waiting"
+    received: int = 0
+    sent: int = 0
+    """Chunk messages sent, repeats included (a device asks again for what it did not get)."""
+    sent_chunks: set[int] = field(default_factory=set)
+    """Which chunks were sent at least once."""
+    version: str | None = None
+    reason: str = ""
+    code: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """The device reached a final state."""
+        return self.state in TERMINAL
+
+    def line(self) -> str:
+        """One line of progress for the terminal."""
+        pct = 100.0 * self.received / self.chunks if self.chunks else 100.0
+        tail = f" - {self.reason}" if self.reason else ""
+        return (
+            f"{self.device:<24} {self.state:<12} {self.received:>6}/{self.chunks} chunks "
+            f"({pct:5.1f} %){tail}"
+        )
+
+
+@dataclass
+class BrokerOptions:
+    """How to reach the broker."""
+
+    host: str
+    port: int = 1883
+    root: str = "edge"
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_id: str = field(default_factory=lambda: f"edge-ota-publisher-{time.time_ns() % 10**9}")
+
+
+class Publisher:
+    """Publishes one bundle and serves chunk requests until every target device is done."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        broker: BrokerOptions,
+        target: Target,
+        *,
+        expect: int | None = None,
+        timeout_s: float = 300.0,
+        resend_s: float = 5.0,
+        settle_s: float = 5.0,
+        on_progress: Callable[[DeviceProgress], None] | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.broker = broker
+        self.target = target
+        self.expect = 1 if target.kind == "device" else expect
+        self.timeout_s = timeout_s
+        self.resend_s = resend_s
+        self.settle_s = settle_s
+        self.on_progress = on_progress
+        body = bundle.body
+        self.model, self.serial = body.model, body.serial
+        self.devices: dict[str, DeviceProgress] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Event()
+        self._sends: queue.Queue[tuple[str, int] | None] = queue.Queue()
+        self._client: Any = None
+
+    # --- running ---------------------------------------------------------------------------
+
+    def run(self) -> dict[str, DeviceProgress]:
+        """Publish, serve, wait; return every device heard from with its final progress."""
+        client = self._connect()
+        sender = threading.Thread(target=self._send_loop, name="ota-publish", daemon=True)
+        sender.start()
+        try:
+            self._serve()
+        finally:
+            self._sends.put(None)
+            sender.join(5.0)
+            client.loop_stop()
+            client.disconnect()
+        return dict(self.devices)
+
+    def _serve(self) -> None:
+        start = time.monotonic()
+        last_new = start
+        next_manifest = start
+        known = 0
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                devices = list(self.devices.values())
+            if len(devices) != known:
+                known, last_new = len(devices), now
+            if self._finished(devices, now, last_new) or now - start > self.timeout_s:
+                return
+            if now >= next_manifest and self._need_manifest(devices):
+                self._publish_manifest()
+                next_manifest = now + self.resend_s
+            self._changed.wait(0.2)
+            self._changed.clear()
+
+    def _finished(self, devices: list[DeviceProgress], now: float, last_new: float) -> bool:
+        if not devices or not all(d.done for d in devices):
+            return False
+        if self.expect is not None:
+            return len(devices) >= self.expect
+        return now - last_new >= self.settle_s  # no new device for a while: the group answered
+
+    def _need_manifest(self, devices: list[DeviceProgress]) -> bool:
+        if self.expect is None:
+            return True  # keep inviting group members that may come online
+        return len(devices) < self.expect
+
+    # --- MQTT ------------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        b = self.broker
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=b.client_id, protocol=mqtt.MQTTv5
+        )
+        if b.username is not None:
+            client.username_pw_set(b.username, b.password)
+        if b.ca_file is not None:
+            client.tls_set(
+                ca_certs=str(b.ca_file),
+                certfile=str(b.cert_file) if b.cert_file else None,
+                keyfile=str(b.key_file) if b.key_file else None,
+            )
+        client.max_inflight_messages_set(64)
+        connected = threading.Event()
+        dev = self.target.device_filter()
+        subs = [
+            (f"{b.root}/{dev}/ota/{self.model}/request", 1),
+            (f"{b.root}/{dev}/ota/{self.model}/status", 1),
+        ]
+
+        def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+            if not reason.is_failure:
+                c.subscribe(subs)
+                connected.set()
+
+        client.on_connect = on_connect
+        client.on_message = self._on_message
+        client.connect(b.host, b.port, keepalive=30)
+        client.loop_start()
+        if not connected.wait(10.0):
+            client.loop_stop()
+            raise ConnectionError(f"cannot connect to the broker at {b.host}:{b.port}")
+        self._client = client
+        return client
+
+    def _publish_manifest(self) -> None:
+        topic = self.target.manifest_topic(self.broker.root, self.model)
+        self._client.publish(topic, self.bundle.envelope, qos=1)
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        parts = msg.topic.split("/")
+        if len(parts) < 5:
+            return
+        device, kind = parts[-4], parts[-1]
+        try:
+            payload = json.loads(msg.payload)
+        except ValueError:
+            return
+        if not isinstance(payload, dict) or payload.get("serial") != self.serial:
+            return  # another update's request, or an old retained status
+        if kind == "request":
+            self._on_request(device, payload)
+        elif kind == "status":
+            self._on_status(device, payload)
+        self._changed.set()
+
+    def _progress(self, device: str) -> DeviceProgress:
+        p = self.devices.get(device)
+        if p is None:
+            p = DeviceProgress(device, self.bundle.body.chunks)
+            self.devices[device] = p
+        return p
+
+    def _on_request(self, device: str, payload: dict[str, Any]) -> None:
+        try:
+            wanted = expand(payload.get("missing", []), self.bundle.body.chunks)
+        except (TypeError, ValueError, IndexError):
+            return
+        with self._lock:
+            p = self._progress(device)
+            p.received = int(payload.get("received", p.received))
+            if p.state == "waiting":
+                p.state = "receiving"
+        for n in wanted:
+            self._sends.put((device, n))
+        self._report(p)
+
+    def _on_status(self, device: str, payload: dict[str, Any]) -> None:
+        with self._lock:
+            p = self._progress(device)
+            p.state = str(payload.get("state", p.state))
+            p.version = payload.get("version")
+            p.reason = str(payload.get("reason") or "")
+            p.code = payload.get("code")
+            if p.state != "receiving":
+                p.received = p.chunks if p.state not in ("rejected",) else p.received
+        self._report(p)
+
+    def _report(self, p: DeviceProgress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(p)
+
+    def _send_loop(self) -> None:
+        root, model = self.broker.root, self.model
+        while True:
+            item = self._sends.get()
+            if item is None:
+                return
+            device, n = item
+            payload = frame_chunk(self.serial, self.bundle.chunk(n))
+            info = self._client.publish(f"{root}/{device}/ota/{model}/chunk/{n}", payload, qos=1)
+            if info.rc != 0:
+                log.warning("publishing chunk %d to %s failed (rc %s)", n, device, info.rc)
+            with self._lock:
+                self.devices[device].sent += 1
+                self.devices[device].sent_chunks.add(n)

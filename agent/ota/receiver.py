@@ -1,0 +1,345 @@
+"""Receives one model's updates from any transport: a signed manifest, then numbered chunks.
+
+A transport (MQTT, a test, a file) calls `on_manifest(payload)` and `on_chunk(n, data)` and asks
+`missing()` what to request again. Chunks go straight to their files in a staging slot on disk
+(memory use is one chunk, whatever the bundle size); once all have arrived a worker thread runs
+the pipeline (verify, validate, swap, watch, commit; see updater.py) off the transport's thread.
+Every state change is reported to `on_status` as {"state", "version", "reason", ...}.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.errors import UpdateRejected
+from agent.ota.envelope import SignedUpdate, UpdateBody, read_unverified, verify_envelope
+from agent.ota.keys import TrustedKeys
+from agent.ota.updater import ModelUpdater
+from agent.ota.versions import TERMINAL
+
+log = logging.getLogger(__name__)
+
+StatusCallback = Callable[[dict[str, Any]], None]
+
+
+class _Transfer:
+    """The files of one update being assembled in a staging folder, chunk by chunk."""
+
+    def __init__(self, signed: SignedUpdate, staged: Path) -> None:
+        self.signed = signed
+        self.body: UpdateBody = signed.body
+        self.staged = staged
+        self.have = bytearray(self.body.chunks)
+        self.received = 0
+        self._files: list[tuple[int, int, int]] = []  # (stream offset, size, fd)
+        start = 0
+        try:
+            for f in self.body.manifest.files:
+                path = staged / f.path
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                self._files.append((start, f.size, fd))
+                os.ftruncate(fd, f.size)
+                start += f.size
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def serial(self) -> int:
+        """The serial of the update being received."""
+        return self.body.serial
+
+    def write(self, n: int, data: bytes) -> None:
+        """Write chunk `n` where its bytes belong (it may span several files)."""
+        lo = n * self.body.chunk_size
+        hi = lo + len(data)
+        view = memoryview(data)
+        for start, size, fd in self._files:
+            a, b = max(lo, start), min(hi, start + size)
+            if a < b:
+                os.pwrite(fd, view[a - lo : b - lo], a - start)
+
+    def missing(self, limit: int | None) -> list[int]:
+        """Chunk numbers not received yet, lowest first, at most `limit`."""
+        out: list[int] = []
+        i = self.have.find(0)
+        while i != -1 and (limit is None or len(out) < limit):
+            out.append(i)
+            i = self.have.find(0, i + 1)
+        return out
+
+    def close(self) -> None:
+        """Close the files (their data is fsynced later, by the pipeline)."""
+        for _, _, fd in self._files:
+            os.close(fd)
+        self._files = []
+
+
+class OtaReceiver:
+    """The device side of one model's updates; thread-safe, never blocks on the pipeline."""
+
+    def __init__(
+        self,
+        updater: ModelUpdater,
+        trusted: TrustedKeys,
+        *,
+        on_status: StatusCallback | None = None,
+    ) -> None:
+        self.updater = updater
+        self.name = updater.name
+        self.trusted = trusted
+        self.on_status = on_status
+        self._lock = threading.RLock()
+        self._transfer: _Transfer | None = None
+        self._worker: threading.Thread | None = None
+        self._worker_serial = 0
+        self._running = False
+        """A pipeline runs (from the last chunk until its outcome is known)."""
+        self._stop = threading.Event()
+        self._done = threading.Condition(self._lock)
+        self._last: dict[str, Any] = updater.status()
+        self.last_progress = time.monotonic()
+        self.chunks_ignored = 0
+
+    # --- what a transport calls ------------------------------------------------------------------
+
+    def on_manifest(self, payload: bytes) -> dict[str, Any]:
+        """Take a signed manifest; return the status it leads to (also sent to on_status)."""
+        with self._lock:
+            try:
+                signed = verify_envelope(payload, self.trusted)
+            except UpdateRejected as exc:
+                return self._emit("rejected", exc.reason, _best_effort(payload), code=exc.code)
+            serial = signed.body.serial
+            if self._running:
+                if serial == self._worker_serial:
+                    return self._emit_again()
+                return self._emit(
+                    "rejected", "busy: another update of this model is being validated",
+                    signed.body, code="busy",
+                )  # fmt: skip
+            if self._transfer is not None and self._transfer.serial == serial:
+                return self._emit_again()  # the same manifest again: resume, nothing to reset
+            try:
+                admission = self.updater.admit(signed)
+            except UpdateRejected as exc:
+                return self._emit("rejected", exc.reason, signed.body, code=exc.code)
+            if not admission.start:
+                return self._emit_recorded()
+            return self._start(signed)
+
+    def on_chunk(self, n: int, data: bytes, *, serial: int | None = None) -> None:
+        """Take chunk `n` (of the update with `serial`, when the transport says which)."""
+        with self._lock:
+            t = self._transfer
+            if t is None or (serial is not None and serial != t.serial):
+                self.chunks_ignored += 1
+                return
+            if not 0 <= n < len(t.have) or t.have[n]:
+                self.chunks_ignored += 1
+                return
+            expected = t.body.chunk_length(n)
+            if len(data) != expected:
+                self._fail_transfer(
+                    f"chunk {n} has {len(data)} bytes, expected {expected}", retryable=True
+                )
+                return
+            t.write(n, data)
+            t.have[n] = 1
+            t.received += 1
+            self.last_progress = time.monotonic()
+            if t.received == len(t.have):
+                self._transfer = None
+                t.close()
+                self._start_pipeline(t)
+
+    def missing(self, limit: int | None = None) -> list[int]:
+        """Chunks of the transfer in progress not received yet (empty when none is)."""
+        with self._lock:
+            return self._transfer.missing(limit) if self._transfer is not None else []
+
+    # --- state -----------------------------------------------------------------------------------
+
+    @property
+    def receiving(self) -> _Transfer | None:
+        """The transfer in progress, if any."""
+        return self._transfer
+
+    @property
+    def busy(self) -> bool:
+        """True while a transfer or its pipeline runs."""
+        return self._transfer is not None or self._running
+
+    def status(self) -> dict[str, Any]:
+        """The last status reported."""
+        with self._lock:
+            return dict(self._last)
+
+    def wait(self, timeout: float) -> dict[str, Any]:
+        """Block until the update in progress ends (or `timeout`); the last status."""
+        end = time.monotonic() + timeout
+        with self._done:
+            while self.busy and time.monotonic() < end:
+                self._done.wait(min(0.05, max(0.0, end - time.monotonic())))
+            return dict(self._last)
+
+    def abort(self, reason: str, *, retryable: bool = True) -> None:
+        """Give up the transfer in progress (a stalled sender); the same bundle may be resent."""
+        with self._lock:
+            if self._transfer is not None:
+                self._fail_transfer(reason, retryable=retryable)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop: a pipeline in its health window rolls back; a transfer is dropped."""
+        self._stop.set()
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+        with self._lock:
+            if self._transfer is not None:
+                self._transfer.close()
+                self._transfer = None
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _start(self, signed: SignedUpdate) -> dict[str, Any]:
+        if self._transfer is not None:
+            old = self._transfer
+            self._transfer = None
+            old.close()
+            self._emit(
+                "rejected",
+                f"superseded by serial {signed.body.serial}",
+                old.body,
+                code="superseded",
+            )
+        self.updater.begin(signed)
+        staged = self.updater.versions.new_staging(signed.body.serial) / "files"
+        staged.mkdir()
+        self._transfer = _Transfer(signed, staged)
+        self.last_progress = time.monotonic()
+        log.info(
+            "ota: %s %s (serial %d): receiving %d bytes in %d chunks",
+            self.name, signed.body.version, signed.body.serial, signed.body.size,
+            signed.body.chunks,
+        )  # fmt: skip
+        return self._emit("receiving", "", signed.body)
+
+    def _fail_transfer(self, reason: str, *, retryable: bool) -> None:
+        t = self._transfer
+        assert t is not None
+        self._transfer = None
+        t.close()
+        self.updater.versions.clear_staging()
+        self.updater.set_state("rejected", reason, retryable=retryable)
+        self._emit("rejected", reason, t.body)
+        self._done.notify_all()
+
+    def _start_pipeline(self, t: _Transfer) -> None:
+        self._worker_serial = t.serial
+        self._running = True
+        self._worker = threading.Thread(
+            target=self._pipeline, args=(t.signed, t.staged), name=f"ota-{self.name}", daemon=True
+        )
+        self._worker.start()
+
+    def _pipeline(self, signed: SignedUpdate, staged: Path) -> None:
+        body = signed.body
+
+        def on_state(state: str, reason: str) -> None:
+            self._emit(state, reason, body)
+
+        state, reason, code = "active", "", None
+        try:
+            self.updater.finish(signed, staged, on_state, self._stop)
+        except UpdateRejected as exc:
+            state = "rolled_back" if exc.code == "rolled_back" else "rejected"
+            reason, code = exc.reason, exc.code
+        except Exception as exc:  # a bug must not leave the update hanging in "validating"
+            log.exception("ota: %s %s failed", self.name, body.version)
+            state, reason, code = (
+                "rejected",
+                f"internal error: {type(exc).__name__}: {exc}",
+                "internal",
+            )
+        if state != "active":
+            self.updater.set_state(state, reason)
+        self.updater.versions.clear_staging()
+        log.log(
+            logging.INFO if state == "active" else logging.WARNING,
+            "ota: %s %s %s%s", self.name, body.version, state, f": {reason}" if reason else "",
+        )  # fmt: skip
+        # Not busy any more before anyone hears the outcome: a rollback may follow at once.
+        status = self._status(state, reason, body, code=code)
+        with self._done:
+            self._last = status
+            self._running = False
+            self._done.notify_all()
+        self._announce(status)
+
+    def _status(
+        self, state: str, reason: str, body: UpdateBody | None, **extra: Any
+    ) -> dict[str, Any]:
+        current = self.updater.current_manifest()
+        status: dict[str, Any] = {
+            "model": self.name,
+            "state": state,
+            "version": body.version if body is not None else None,
+            "reason": reason,
+            "serial": body.serial if body is not None else None,
+            "active": current.version if current is not None else None,
+        }
+        if state == "receiving" and self._transfer is not None:
+            status["chunks"] = len(self._transfer.have)
+            status["received"] = self._transfer.received
+        status.update({k: v for k, v in extra.items() if v is not None})
+        return status
+
+    def _emit(
+        self, state: str, reason: str, body: UpdateBody | None, **extra: Any
+    ) -> dict[str, Any]:
+        status = self._status(state, reason, body, **extra)
+        with self._lock:
+            self._last = status
+        self._announce(status)
+        return status
+
+    def _announce(self, status: dict[str, Any]) -> None:
+        if self.on_status is not None:
+            try:
+                self.on_status(dict(status))
+            except Exception:  # a transport failing to report must not break the update
+                log.exception("ota: status callback failed")
+
+    def _emit_again(self) -> dict[str, Any]:
+        status = dict(self._last)
+        if self._transfer is not None and status.get("state") == "receiving":
+            status["received"] = self._transfer.received
+        self._announce(status)
+        return status
+
+    def _emit_recorded(self) -> dict[str, Any]:
+        rec = self.updater.versions.record()
+        status = self._status(rec.state, rec.reason, None)
+        status["version"], status["serial"] = rec.version, rec.serial
+        if rec.state not in TERMINAL:
+            status["state"], status["reason"] = "rejected", rec.reason or "interrupted"
+        with self._lock:
+            self._last = status
+        self._announce(status)
+        return status
+
+
+def _best_effort(payload: bytes) -> UpdateBody | None:
+    """The body of a refused manifest, for the status, if it parses at all."""
+    try:
+        return read_unverified(payload)
+    except UpdateRejected:
+        return None
