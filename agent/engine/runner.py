@@ -20,7 +20,7 @@ from agent.engine.gc_slack import SlackCollector
 from agent.engine.histogram import Histogram
 from agent.engine.loop import Loop
 from agent.engine.supervisor import Backoff, OverrunWatch
-from agent.errors import PluginError
+from agent.errors import ModelError, PluginError
 from agent.hal.base import Actuator, Sensor
 from agent.plugin.base import Plugin, PluginContext, PluginParams
 from agent.plugin.channel import OutputChannel
@@ -213,6 +213,9 @@ class PluginRunner:
             slot = self.res.slot
             if slot is None:
                 raise PluginError(f"plugin {self.name!r} has no model slot")
+            if model is slot.model:
+                # Rebinding the running model would invoke one interpreter from two threads.
+                raise ModelError("model is already active in this slot", path=model.path)
             fast = slot.prepare(model)
             if self._plugin is not None:
                 self._plugin.check_model(model)

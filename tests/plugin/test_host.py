@@ -184,6 +184,15 @@ def test_an_incompatible_model_is_refused_and_the_old_one_keeps_running(
     assert _until(lambda: host.tick_counters()["wave"] > ticks)
 
 
+def test_swapping_in_the_running_model_is_refused(start_host: Callable[..., PluginHost]) -> None:
+    host = start_host([{"name": "wave", "rate_hz": 100}])
+    running = host.model_slots()["wave"].model
+    with pytest.raises(ModelError, match="already active"):
+        host.swap_model("wave", running)
+    ticks = host.tick_counters()["wave"]
+    assert _until(lambda: host.tick_counters()["wave"] > ticks)
+
+
 def _model_with_other_shape() -> Model:
     """Another committed model (a domain one), skipping any being retrained right now."""
     want = load_manifest(kit.MODELS / kit.WAVE_MODEL).inputs
