@@ -1,0 +1,333 @@
+"""Fleet simulator: N real agent processes against one broker, measured from the operator's side.
+
+    python -m sim.fleet --agents 8 [--broker HOST:PORT] [--duration 30] --json
+
+Each agent is a real `edge-agent run` process with its own device id, group and state folder
+(env overrides on one shared config). The simulator then measures, from a separate MQTT client:
+messages per second through the broker, the round trip of `edge/all/cmd/ping` across the fleet,
+a signed OTA rollout to one group, and the resident memory of each agent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim.broker import Broker, free_port, mosquitto_path
+
+ROOT = Path(__file__).resolve().parents[1]
+ROLLOUT_MODEL = "energy_anomaly"
+
+FLEET_CONFIG = """\
+# Written by sim.fleet: one light plugin per agent, so dozens fit on two cores.
+state_dir = "{state}"
+models_dir = "{models}"
+
+[device]
+board = "generic-x86"
+
+[mqtt]
+host = "{host}"
+port = {port}
+
+[scheduler]
+metrics_s = 2.0
+telemetry_flush_s = 1.0
+
+[ota]
+trusted_keys = ["{public_key}"]
+health_window_s = 2.0
+
+[[plugins]]
+name = "energy"
+rate_hz = {rate}
+model = "{model}"
+"""
+
+
+class FleetObserver:
+    """An operator-side MQTT client: counts traffic, collects replies and statuses."""
+
+    def __init__(self, host: str, port: int) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        self._Properties = Properties
+        self._PacketTypes = PacketTypes
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"fleet-observer-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+        )
+        self.messages = 0
+        self.online: set[str] = set()
+        self.replies: dict[str, dict[str, float]] = {}
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self.client.on_connect = lambda *a: self._connected.set()
+        self.client.on_message = self._on_message
+        self.client.connect(host, port)
+        self.client.loop_start()
+        if not self._connected.wait(10):
+            raise ConnectionError(f"broker {host}:{port} did not accept the observer")
+        self.reply_topic = f"fleet/replies/{uuid.uuid4().hex[:8]}"
+        self.client.subscribe("edge/#", qos=0)
+        self.client.subscribe(self.reply_topic, qos=1)
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        now = time.perf_counter()
+        with self._lock:
+            self.messages += 1
+            parts = msg.topic.split("/")
+            if len(parts) == 3 and parts[2] == "status" and msg.payload:
+                state = json.loads(msg.payload).get("state")
+                (self.online.add if state == "online" else self.online.discard)(parts[1])
+            elif msg.topic == self.reply_topic:
+                corr = msg.properties.CorrelationData.decode()
+                doc = json.loads(msg.payload)
+                self.replies.setdefault(corr, {})[doc.get("device", "?")] = now
+
+    def wait_online(self, n: int, timeout: float) -> int:
+        """Wait until `n` agents report online; returns how many did."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.online) < n:
+            time.sleep(0.1)
+        return len(self.online)
+
+    def rate(self, seconds: float) -> float:
+        """Messages per second seen on edge/# over `seconds`."""
+        start_n, start_t = self.messages, time.perf_counter()
+        time.sleep(seconds)
+        return (self.messages - start_n) / (time.perf_counter() - start_t)
+
+    def ping_all(self, n: int, *, rounds: int, timeout: float = 5.0) -> list[float]:
+        """Round trips in ms of edge/all/cmd/ping to every one of `n` agents, `rounds` times."""
+        rtts: list[float] = []
+        for _ in range(rounds):
+            corr = uuid.uuid4().hex
+            props = self._Properties(self._PacketTypes.PUBLISH)
+            props.ResponseTopic = self.reply_topic
+            props.CorrelationData = corr.encode()
+            sent = time.perf_counter()
+            payload = json.dumps({"id": corr, "args": {}})
+            self.client.publish("edge/all/cmd/ping", payload, qos=1, properties=props)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and len(self.replies.get(corr, {})) < n:
+                time.sleep(0.005)
+            with self._lock:
+                rtts.extend((t - sent) * 1e3 for t in self.replies.get(corr, {}).values())
+            time.sleep(0.05)
+        return rtts
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _edge_agent(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "agent.cli.main", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT, **kw)
+
+
+def _prepare_rollout(work: Path) -> tuple[Path, Path]:
+    """A key pair and a signed bundle of the rollout model one patch version up."""
+    keys = work / "keys"
+    res = _edge_agent("ota", "keygen", "--out", str(keys))
+    if res.returncode:
+        raise RuntimeError(f"ota keygen failed: {res.stderr}")
+    model = work / "rollout" / ROLLOUT_MODEL
+    shutil.copytree(ROOT / "models" / ROLLOUT_MODEL, model)
+    manifest = json.loads((model / "manifest.json").read_text())
+    major, minor, patch = (int(x) for x in manifest["version"].split("."))
+    manifest["version"] = f"{major}.{minor}.{patch + 1}"
+    (model / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    bundle = work / "rollout.bundle"
+    res = _edge_agent(
+        "ota", "pack", str(model), "--key", str(keys / "private.pem"), "--out", str(bundle)
+    )
+    if res.returncode:
+        raise RuntimeError(f"ota pack failed: {res.stderr}")
+    return keys / "public.pem", bundle
+
+
+@contextmanager
+def _broker(spec: str | None, work: Path) -> Iterator[tuple[str, int]]:
+    if spec:
+        host, _, port = spec.rpartition(":")
+        yield host or "127.0.0.1", int(port)
+        return
+    binary = mosquitto_path()
+    if binary is None:
+        raise SystemExit("mosquitto is not installed (apt-get install mosquitto) and no --broker")
+    (work / "broker").mkdir()
+    broker = Broker(binary=binary, workdir=work / "broker", port=free_port())
+    broker.start()
+    try:
+        yield broker.host, broker.port
+    finally:
+        broker.stop()
+
+
+def run_fleet(
+    agents: int,
+    *,
+    broker: str | None = None,
+    duration: float = 20.0,
+    rate_hz: float = 10.0,
+    groups: int = 2,
+    ping_rounds: int = 10,
+) -> dict[str, Any]:
+    """Start the fleet, measure it, stop it; returns the figures printed by `--json`."""
+    with tempfile.TemporaryDirectory(prefix="edge-fleet-") as tmp:
+        work = Path(tmp)
+        public_key, bundle = _prepare_rollout(work)
+        with _broker(broker, work) as (host, port):
+            config = work / "fleet.toml"
+            config.write_text(
+                FLEET_CONFIG.format(
+                    state=work / "state",
+                    models=ROOT / "models",
+                    host=host,
+                    port=port,
+                    public_key=public_key,
+                    rate=rate_hz,
+                    model=ROLLOUT_MODEL,
+                )
+            )
+            observer = FleetObserver(host, port)
+            procs = []
+            ids = [f"fleet-{i:03d}" for i in range(agents)]
+            try:
+                for i, dev in enumerate(ids):
+                    env = {
+                        **os.environ,
+                        "EDGE_AGENT__DEVICE__ID": dev,
+                        "EDGE_AGENT__DEVICE__GROUP": f"g{i % groups}",
+                        "EDGE_AGENT__STATE_DIR": str(work / "state" / dev),
+                    }
+                    procs.append(
+                        subprocess.Popen(
+                            [
+                                sys.executable,
+                                "-m",
+                                "agent.cli.main",
+                                "run",
+                                "--config",
+                                str(config),
+                                "--duration",
+                                str(duration + 120),
+                            ],
+                            env=env,
+                            cwd=ROOT,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )
+                    )
+                online = observer.wait_online(agents, timeout=30 + agents)
+                msgs_per_s = observer.rate(min(5.0, duration / 2))
+                rtts = observer.ping_all(online, rounds=ping_rounds)
+                group = "g0"
+                members = len(ids[::groups])
+                started = time.perf_counter()
+                res = _edge_agent(
+                    "ota",
+                    "publish",
+                    str(bundle),
+                    "--broker",
+                    f"{host}:{port}",
+                    "--group",
+                    group,
+                    "--expect",
+                    str(members),
+                    "--timeout",
+                    "120",
+                    "--json",
+                )
+                seconds = time.perf_counter() - started
+                outcome = json.loads(res.stdout.strip().splitlines()[-1]) if res.stdout else {}
+                succeeded = sum(
+                    1 for d in outcome.get("devices", {}).values() if d.get("state") == "active"
+                )
+                rss = [_rss_mb(p.pid) for p in procs if p.poll() is None]
+                remaining = duration - (time.perf_counter() - started)
+                if remaining > 0:
+                    time.sleep(remaining)
+            finally:
+                for p in procs:
+                    p.terminate()
+                for p in procs:
+                    try:
+                        p.wait(10)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                observer.close()
+    arr = np.array(rtts) if rtts else np.array([float("nan")])
+    return {
+        "agents": agents,
+        "online": online,
+        "msgs_per_s": round(msgs_per_s, 1),
+        "ping_rtt_ms": {
+            "p50": round(float(np.percentile(arr, 50)), 2),
+            "p99": round(float(np.percentile(arr, 99)), 2),
+            "replies": len(rtts),
+            "expected": online * ping_rounds,
+        },
+        "rollout": {
+            "seconds": round(seconds, 2),
+            "succeeded": succeeded,
+            "group": group,
+            "members": members,
+        },
+        "rss_mb_per_agent": round(sum(rss) / len(rss), 1) if rss else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line of the fleet simulator."""
+    parser = argparse.ArgumentParser(prog="python -m sim.fleet", description=__doc__.split("\n")[0])
+    parser.add_argument("--agents", type=int, required=True, help="how many agents to start")
+    parser.add_argument(
+        "--broker",
+        default=None,
+        metavar="HOST:PORT",
+        help="an existing broker; a private Mosquitto otherwise",
+    )
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds to keep it running")
+    parser.add_argument("--rate", type=float, default=10.0, help="energy plugin rate per agent")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    result = run_fleet(args.agents, broker=args.broker, duration=args.duration, rate_hz=args.rate)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+    ok = (
+        result["online"] == args.agents
+        and result["rollout"]["succeeded"] == result["rollout"]["members"]
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

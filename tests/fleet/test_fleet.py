@@ -1,0 +1,18 @@
+"""A small fleet of real agent processes against a private Mosquitto: all online, every ping
+answered, a signed group rollout active on every member (`make fleet`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.fleet import run_fleet
+
+
+@pytest.mark.fleet
+def test_fleet_of_four_agents() -> None:
+    result = run_fleet(4, duration=15.0, rate_hz=10.0, ping_rounds=5)
+    assert result["online"] == 4
+    assert result["ping_rtt_ms"]["replies"] == result["ping_rtt_ms"]["expected"]
+    assert result["rollout"]["succeeded"] == result["rollout"]["members"] == 2
+    assert result["msgs_per_s"] > 0
+    assert result["rss_mb_per_agent"] is not None
