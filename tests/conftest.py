@@ -25,10 +25,10 @@ __all__ = ["MOSQUITTO_CANDIDATES", "Broker", "free_port", "mosquitto_path"]
 
 @pytest.fixture(scope="session")
 def mosquitto_bin() -> str:
-    """The mosquitto binary; the test is skipped when it is missing (`make test` installs it)."""
+    """The mosquitto binary; a missing one fails the test (`make test` installs it)."""
     path = mosquitto_path()
     if path is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+        pytest.fail("mosquitto is not installed: run `make test` or apt-get install mosquitto")
     return path
 
 

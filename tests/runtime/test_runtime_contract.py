@@ -163,12 +163,12 @@ def test_int8_io_file_quantizes_like_the_runtime(folder: Path) -> None:
 
 def test_slot_swaps_backends_over_the_same_buffers() -> None:
     found = [f for f in committed_models() if (f / "model.onnx").exists()]
-    if not found:
-        pytest.skip("no model with an ONNX file")
+    assert found, "every committed model ships an ONNX file"
     folder = found[0]
     with load_model(folder, CPU, fmt="tflite") as lite, load_model(folder, CPU, fmt="onnx") as ort:
         slot = ModelSlot(lite)
-        x = np.asarray(json.loads((folder / "manifest.json").read_text())["golden"][0]["inputs"][0])
+        golden = json.loads((folder / "manifest.json").read_text())["golden"][0]
+        x = np.asarray(golden["inputs"][0])
         slot.inputs[0][...] = x.reshape(slot.inputs[0].shape)
         slot.run()
         before = slot.outputs[0].copy()
@@ -177,4 +177,5 @@ def test_slot_swaps_backends_over_the_same_buffers() -> None:
         slot.run()
         assert slot.outputs[0] is out_buffer
         np.testing.assert_allclose(slot.outputs[0], ort.infer(x)[0], atol=1e-6)
-        assert np.abs(slot.outputs[0] - before).max() < 0.1
+        # The two formats agree within the model's own golden tolerance.
+        assert np.abs(slot.outputs[0] - before).max() <= 2 * golden["tolerance"]

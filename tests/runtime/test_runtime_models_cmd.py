@@ -51,7 +51,7 @@ def test_verify_golden_mismatch_exits_1(
 ) -> None:
     def shift(m: dict[str, Any]) -> None:
         out = m["golden"][0]["outputs"]
-        out[0] = (np.asarray(out[0]) + 1.0).tolist()
+        out[0] = (np.asarray(out[0]) + 10.0 * m["golden"][0]["tolerance"] + 1.0).tolist()
 
     edit_manifest(model_copy, shift)
     code, _, err = run(capsys, "verify", str(model_copy))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import random
-import shutil
 import subprocess
 import sys
 import time
@@ -454,7 +453,6 @@ def test_tls_verify_off_connects_despite_the_unknown_ca(
     assert until(lambda: service.link.connected, 15)
 
 
-@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="needs mosquitto_passwd")
 def test_username_and_password_file(
     broker_factory: Any, tmp_path: Path, make_config: Any, start_service: Any, until: Until
 ) -> None:
@@ -485,7 +483,6 @@ def test_username_and_password_file(
     assert not refused.link.connected
 
 
-@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="needs mosquitto_passwd")
 def test_password_from_a_systemd_credential(
     broker_factory: Any,
     tmp_path: Path,
