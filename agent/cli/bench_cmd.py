@@ -24,6 +24,17 @@ def register(sub: Any) -> None:
         default=None,
         help="seconds of each empty-loop floor run (default: min(duration, 10))",
     )
+    p.add_argument(
+        "--sync",
+        action="store_true",
+        help="also measure MQTT publish and outbox throughput, agent vs bare paho",
+    )
+    p.add_argument(
+        "--broker",
+        default=None,
+        metavar="HOST:PORT",
+        help="broker for --sync (default: a private Mosquitto on a free port)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=bench)
 
@@ -46,11 +57,35 @@ def bench(args: argparse.Namespace) -> int:
     except EdgeAgentError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
+    if args.sync:
+        report["sync"] = _bench_sync(args.broker)
     if args.json:
         print(json.dumps(report))
     else:
         _print_table(report)
     return 0
+
+
+def _bench_sync(broker: str | None) -> dict[str, Any]:
+    """Sync figures against the given broker, or a private Mosquitto started for the run."""
+    import tempfile
+
+    from agent.bench.sync import bench_sync
+    from sim.broker import Broker, free_port, mosquitto_path
+
+    if broker is not None:
+        host, _, port = broker.rpartition(":")
+        return bench_sync(host or "127.0.0.1", int(port), seconds=8.0)
+    binary = mosquitto_path()
+    if binary is None:
+        return {"error": "mosquitto not installed; pass --broker HOST:PORT"}
+    with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
+        private = Broker(binary=binary, workdir=Path(tmp), port=free_port())
+        private.start()
+        try:
+            return bench_sync(private.host, private.port, seconds=8.0)
+        finally:
+            private.stop()
 
 
 def _print_table(report: dict[str, Any]) -> None:
@@ -73,3 +108,5 @@ def _print_table(report: dict[str, Any]) -> None:
             f"{p['overruns']}/{p['ticks']}",
         )
         print("  ".join(f"{c!s:>10}" for c in cells))
+    if "sync" in report:
+        print("sync:", json.dumps(report["sync"]))

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import engine_testkit as kit
+import pytest
 
 EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
 
@@ -45,3 +46,22 @@ def test_bench_prints_one_json_object_with_every_figure(tmp_path: Path) -> None:
         assert 0 <= wave[key]["p50"] <= wave[key]["p99"] <= wave[key]["max"], key
     assert wave["ratio_p50"] == round(wave["tick_us"]["p50"] / wave["bare_us"]["p50"], 2)
     assert wave["ticks"] > 200 and 0 <= wave["overruns"] <= wave["ticks"]
+
+
+@pytest.mark.slow
+def test_bench_sync_adds_publish_and_outbox_figures(tmp_path: Path) -> None:
+    site = kit.write_entry_points(tmp_path / "site")
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\nmodels_dir = "{kit.MODELS}"\n'
+        '[mqtt]\nenabled = false\n[[plugins]]\nname = "wave"\nrate_hz = 100\n'
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(kit.TESTKIT_DIR)])}
+    args = ["--config", str(config), "--duration", "1", "--floor-duration", "0.5", "--sync"]
+    out = subprocess.run(
+        [EDGE_AGENT, "bench", *args, "--json"], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    sync = json.loads(out.stdout)["sync"]
+    assert sync["outbox"]["events_persisted_and_drained_per_s"] > 0
+    assert sync["agent_vs_bare_throughput"]["qos1"] > 0
