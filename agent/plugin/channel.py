@@ -1,4 +1,4 @@
-"""The plugin's output channel: bounded, non-blocking, lock-free rings drained by the sync thread."""
+"""The plugin output channel: bounded, non-blocking, lock-free rings drained by the sync thread."""
 
 from __future__ import annotations
 
