@@ -56,6 +56,15 @@ class Model(ABC):
     def infer(self, *arrays: npt.ArrayLike) -> list[FloatArray]:
         """Run once on float (or raw int8) inputs and return float32 outputs; allocates."""
 
+    def _check_arity(self, arrays: tuple[object, ...]) -> None:
+        """Raise ModelError unless one array per input was given."""
+        if len(arrays) != len(self.inputs):
+            from agent.errors import ModelError
+
+            raise ModelError(
+                f"model takes {len(self.inputs)} inputs, got {len(arrays)}", path=self.path
+            )
+
     @abstractmethod
     def bind(self, inputs: Sequence[FloatArray], outputs: Sequence[FloatArray]) -> FastPath:
         """Build a fast path over these float32 buffers (shapes as in the specs)."""

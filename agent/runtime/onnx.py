@@ -125,10 +125,7 @@ class OnnxModel(Model):
     def infer(self, *arrays: npt.ArrayLike) -> list[FloatArray]:
         """Run once on float inputs and return float32 outputs; allocates."""
         session = self._live()
-        if len(arrays) != len(self.inputs):
-            raise ModelError(
-                f"model takes {len(self.inputs)} inputs, got {len(arrays)}", path=self.path
-            )
+        self._check_arity(arrays)
         feeds = {
             spec.name: to_tensor(values, spec, path=self.path)
             for spec, values in zip(self.inputs, arrays, strict=True)

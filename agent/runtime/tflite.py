@@ -205,10 +205,7 @@ class TfliteModel(Model):
     def infer(self, *arrays: npt.ArrayLike) -> list[FloatArray]:
         """Run once on float (or raw int8) inputs and return float32 outputs; allocates."""
         raw = self._live()
-        if len(arrays) != len(self.inputs):
-            raise ModelError(
-                f"model takes {len(self.inputs)} inputs, got {len(arrays)}", path=self.path
-            )
+        self._check_arity(arrays)
         for spec, index, values in zip(self.inputs, self._in_index, arrays, strict=True):
             raw.SetTensor(index, to_tensor(values, spec, path=self.path))
         try:
