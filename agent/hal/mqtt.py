@@ -236,6 +236,11 @@ class MqttHal(HalBackend):
         self._actuators[key] = actuator
         return actuator
 
+    @property
+    def own_link_connected(self) -> bool:
+        """True when the backend's own connection (used without a sync transport) is up."""
+        return self._own_link is not None and bool(self._own_link.connected)
+
     def start(self) -> None:
         """Connect (when no transport was given) and start the watcher thread; idempotent."""
         if self._thread is not None and self._thread.is_alive():

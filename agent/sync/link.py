@@ -233,8 +233,9 @@ class MqttLink:
         """Deliver matching messages to `handler`; subscriptions are renewed on every connect."""
         with self._handlers_lock:
             self._handlers.setdefault(topic_filter, []).append((handler, qos))
+            connected = self.connected
         client = self._client
-        if client is not None and self.connected:
+        if client is not None and connected:
             client.subscribe(topic_filter, qos=qos)
 
     def unsubscribe(self, topic_filter: str, handler: MessageHandler) -> None:
@@ -272,14 +273,16 @@ class MqttLink:
             return
         self._backoff.reset()
         self._set_delay(client, self._backoff.next())
+        # Flag and snapshot under one lock: a concurrent subscribe() either sees `connected` and
+        # subscribes itself, or lands in this snapshot; never neither.
         with self._handlers_lock:
+            self.connected = True
             subs = [(f, max(q for _, q in hs)) for f, hs in self._handlers.items() if hs]
         if subs:
             client.subscribe(subs)
         self.connects += 1
         self.last_connect_ts = time.time()
         self.last_error = ""
-        self.connected = True
         self.connect_failures = 0
         log.info("MQTT connected to %s as %s", self.broker, self.client_id)
         self._call(self.on_connected)

@@ -4,6 +4,7 @@ staleness and actuator publishing."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -166,6 +167,9 @@ def test_tasmota_sensor_bad_payloads_and_staleness(
         probe = probe_factory(shared_broker)
         out = np.zeros(1, np.float32)
         assert not sensor.read_into(out)  # nothing received yet
+        # A publish before the HAL's own SUBSCRIBE reached the broker would be lost.
+        assert until(lambda: hal.own_link_connected)
+        time.sleep(0.2)
         probe.publish(topic, b'{"Time": "2024-01-01T00:00:00", "ENERGY": {"Power": 1234}}')
         assert until(lambda: sensor.read_into(out))
         assert out[0] == 1234.0
