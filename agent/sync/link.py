@@ -100,6 +100,7 @@ class MqttLink:
         self.connects = 0
         self.disconnects = 0
         self.connect_failures = 0
+        self._stopping = False
         self.last_connect_ts = 0.0
         self.last_error = ""
         self.on_connected: Callable[[], None] | None = None
@@ -146,6 +147,7 @@ class MqttLink:
         client = self._client
         if client is None:
             return
+        self._stopping = True
         client.disconnect()
         deadline = time.monotonic() + timeout
         while self.connected and time.monotonic() < deadline:
@@ -153,6 +155,7 @@ class MqttLink:
         client.loop_stop()
         self.connected = False
         self._client = None
+        self._stopping = False
 
     def _build(self) -> mqtt.Client:
         import paho.mqtt.client as mqtt
@@ -313,7 +316,9 @@ class MqttLink:
         if was:
             self.disconnects += 1
             self.last_error = f"disconnected: {reason}"
-            log.warning("MQTT disconnected from %s: %s", self.broker, reason)
+            # Our own clean disconnect at shutdown is not worth a warning in the journal.
+            level = logging.INFO if self._stopping else logging.WARNING
+            log.log(level, "MQTT disconnected from %s: %s", self.broker, reason)
             self._call(self.on_disconnected)
 
     def _on_publish(
