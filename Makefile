@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow soak fleet lint train bench
+.PHONY: demo test test-slow soak fleet lint train bench mosquitto
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
