@@ -409,15 +409,20 @@ def tls_broker(broker_factory: Any, tmp_path: Path) -> tuple[Any, dict[str, Path
     return b, pki
 
 
+def _client_tls(pki: dict[str, Path], *, ca: str) -> dict[str, str]:
+    """The mqtt.tls section: trust `ca`, present the test client certificate."""
+    return {
+        "ca_file": str(pki[ca]),
+        "cert_file": str(pki["client"]),
+        "key_file": str(pki["client_key"]),
+    }
+
+
 def test_tls_with_a_test_ca_and_client_certificate(
     tls_broker: tuple[Any, dict[str, Path]], make_config: Any, start_service: Any, until: Until
 ) -> None:
     b, pki = tls_broker
-    tls = {
-        "ca_file": str(pki["ca"]),
-        "cert_file": str(pki["client"]),
-        "key_file": str(pki["client_key"]),
-    }
+    tls = _client_tls(pki, ca="ca")
     service, _ = start_service(make_config(b, mqtt={"tls": tls}))
     assert until(lambda: service.link.connected, 15), service.status()["last_error"]
     assert service.status()["tls"] is True
@@ -427,11 +432,7 @@ def test_tls_refuses_a_broker_signed_by_another_ca_unless_verify_is_off(
     tls_broker: tuple[Any, dict[str, Path]], make_config: Any, start_service: Any, until: Until
 ) -> None:
     b, pki = tls_broker
-    tls = {
-        "ca_file": str(pki["other-ca"]),
-        "cert_file": str(pki["client"]),
-        "key_file": str(pki["client_key"]),
-    }
+    tls = _client_tls(pki, ca="other-ca")
     service, _ = start_service(make_config(b, mqtt={"tls": tls}))
     assert until(lambda: bool(service.link.last_error), 10)
     time.sleep(0.5)
