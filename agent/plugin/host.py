@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.config.sections import AgentConfig, PluginConfig
+from agent.engine.histogram import HistogramSnapshot
 from agent.engine.models import ModelLoader, store_loader
 from agent.engine.process import RealtimeMode
 from agent.engine.reload import ConfigDiff, PluginChange, diff_configs
@@ -252,6 +253,13 @@ class PluginHost:
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per plugin: tick_us and lateness_us (p50, p99, p999, max), ticks, overruns, skipped."""
         return {name: runner.stats() for name, runner in list(self._runners.items())}
+
+    def histograms(self) -> dict[str, tuple[HistogramSnapshot, HistogramSnapshot]]:
+        """Per plugin: snapshots of the tick-time and lateness histograms (for exporters)."""
+        return {
+            name: (runner.tick_hist.snapshot(), runner.late_hist.snapshot())
+            for name, runner in list(self._runners.items())
+        }
 
     def channels(self) -> list[OutputChannel]:
         """The output channel of every plugin, for the sync thread to drain."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from agent.engine.histogram import HistogramSnapshot, bucket_index
 from agent.errors import ConfigError
 from agent.service.app import AgentApp
 
@@ -42,12 +43,46 @@ class AgentCollector:
                 tick_us.add_metric([name, q], s["tick_us"].get(q, 0.0))
                 late_us.add_metric([name, q], s["lateness_us"].get(q, 0.0))
         yield from (ticks, overruns, tick_us, late_us)
+        yield from _histograms(self._app)
         sync = self._app.sync
         if sync is not None:
             for key, value in sync.counters().items():
                 yield GaugeMetricFamily(
                     f"edge_agent_sync_{key}", f"sync counter {key}", value=value
                 )
+
+
+BUCKETS_US = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 1000000)
+"""Upper bounds exported (us): 1-2-5 steps from 10 us to 1 s, enough for `histogram_quantile`."""
+
+
+def _histograms(app: AgentApp) -> Iterator[Any]:
+    """Tick time and lateness as Prometheus histograms: windowed quantiles need the buckets."""
+    from prometheus_client.core import HistogramMetricFamily
+
+    families = (
+        HistogramMetricFamily(
+            "edge_agent_tick_seconds", "Tick compute time", labels=["plugin"], unit="seconds"
+        ),
+        HistogramMetricFamily(
+            "edge_agent_lateness_seconds",
+            "Lateness against the deadline",
+            labels=["plugin"],
+            unit="seconds",
+        ),
+    )
+    for name, snapshots in app.host.histograms().items():
+        for family, snap in zip(families, snapshots, strict=True):
+            family.add_metric([name], buckets=_buckets(snap), sum_value=snap.total_ns / 1e9)
+    yield from families
+
+
+def _buckets(snap: HistogramSnapshot) -> list[tuple[str, float]]:
+    """Cumulative counts at `BUCKETS_US` (each bound rounded to its fine bucket, 3 % wide)."""
+    cumulative = snap.counts.cumsum()
+    out = [(repr(le / 1e6), float(cumulative[bucket_index(le * 1000)])) for le in BUCKETS_US]
+    out.append(("+Inf", float(snap.count)))
+    return out
 
 
 class PrometheusEndpoint:

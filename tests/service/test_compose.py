@@ -42,6 +42,11 @@ def test_ready_watchdog_stopping_and_metrics(tmp_path: Path) -> None:
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
         assert b'edge_agent_ticks_total{plugin="counter"}' in body
         assert b'edge_agent_lateness_us{plugin="counter",quantile="p99"}' in body
+        # Buckets, so a scraper can compute quantiles over a window (histogram_quantile).
+        buckets = _buckets(body.decode(), "edge_agent_tick_seconds")
+        assert [le for le, _ in buckets][-1] == float("inf")
+        counts = [n for _, n in buckets]
+        assert counts == sorted(counts) and counts[-1] > 0
     finally:
         app.stop(timeout=2.0)
     tail = []
@@ -53,3 +58,16 @@ def test_ready_watchdog_stopping_and_metrics(tmp_path: Path) -> None:
         pass
     assert b"STOPPING=1" in tail
     listener.close()
+
+
+def _buckets(text: str, family: str) -> list[tuple[float, float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for fam in text_string_to_metric_families(text):
+        if fam.name == family:
+            return [
+                (float(s.labels["le"]), s.value)
+                for s in fam.samples
+                if s.name.endswith("_bucket") and s.labels["plugin"] == "counter"
+            ]
+    raise AssertionError(f"no {family} in the scrape")
