@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow soak fleet lint train bench mosquitto
+.PHONY: demo test test-slow soak fleet lint train bench mosquitto faketime
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,6 +18,13 @@ mosquitto:
 	  (apt-get update -qq && apt-get install -y -qq mosquitto) >/dev/null || \
 	  sudo sh -c 'apt-get update -qq && apt-get install -y -qq mosquitto' >/dev/null; }
 
+# The clock-jump fault runs the agent under libfaketime (only the soak suite needs it).
+faketime:
+	@command -v faketime >/dev/null 2>&1 || { \
+	  echo "installing faketime (apt)"; \
+	  (apt-get update -qq && apt-get install -y -qq faketime) >/dev/null || \
+	  sudo sh -c 'apt-get update -qq && apt-get install -y -qq faketime' >/dev/null; }
+
 demo: $(STAMP)
 	$(VENV)/bin/edge-agent run --config firmware-configs/generic-x86.toml
 
@@ -27,8 +34,9 @@ test: $(STAMP) mosquitto
 test-slow: $(STAMP) mosquitto
 	$(PY) -m pytest -q -m slow
 
-soak: $(STAMP) mosquitto
-	$(PY) -m pytest -q -m soak
+# -s: each soak and fault test prints the figures it measured.
+soak: $(STAMP) mosquitto faketime
+	$(PY) -m pytest -q -s -m soak
 
 fleet: $(STAMP) mosquitto
 	$(PY) -m pytest -q -m fleet
