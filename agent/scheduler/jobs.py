@@ -2,12 +2,15 @@
 
 Each job runs in the scheduler's single worker thread, never on a plugin loop; a job that is
 still running when its next run is due is not started twice (`max_instances=1`, `coalesce`).
-APScheduler is imported when the scheduler starts, not when this module is imported.
+Intervals are real seconds: a step of the wall clock (NTP on a board without an RTC) neither
+stops the jobs nor makes them catch up (see `agent.scheduler.clock`). APScheduler is imported
+when the scheduler starts, not when this module is imported.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,15 +32,26 @@ class _Job:
 class JobScheduler:
     """Interval jobs by id; `jobs()` describes them for `status`."""
 
-    def __init__(self, *, name: str = "edge-agent") -> None:
+    def __init__(
+        self,
+        *,
+        name: str = "edge-agent",
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
         self._jobs: dict[str, _Job] = {}
         self._scheduler: Any = None
+        # The clocks are parameters so that tests can step a fake wall clock.
+        self._wall = wall
+        self._monotonic = monotonic
 
     def add(self, job_id: str, interval_s: float, fn: Callable[[], None]) -> None:
         """Run `fn` every `interval_s` seconds once started (first run one interval from now)."""
         if job_id in self._jobs:
             raise ValueError(f"job {job_id!r} already added")
+        if not (interval_s > 0 and math.isfinite(interval_s)):
+            raise ValueError(f"job {job_id!r}: interval_s must be > 0 (got {interval_s!r})")
         self._jobs[job_id] = _Job(fn, interval_s)
         if self._scheduler is not None:
             self._schedule(job_id)
@@ -45,11 +59,14 @@ class JobScheduler:
     def start(self) -> None:
         """Start the scheduler thread."""
         from apscheduler.executors.pool import ThreadPoolExecutor
-        from apscheduler.schedulers.background import BackgroundScheduler
+
+        from agent.scheduler.clock import ClockSafeScheduler
 
         # APScheduler logs every job run at INFO; at a 1 s flush interval that floods the journal.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
-        self._scheduler = BackgroundScheduler(
+        self._scheduler = ClockSafeScheduler(
+            wall=self._wall,
+            monotonic=self._monotonic,
             executors={"default": ThreadPoolExecutor(max_workers=1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone="UTC",
@@ -60,11 +77,15 @@ class JobScheduler:
         self._scheduler.start()
 
     def _schedule(self, job_id: str) -> None:
+        from agent.scheduler.clock import MonotonicInterval
+
         job = self._jobs[job_id]
+        # The scheduler sleeps at most one interval of its quickest job: a backward clock step
+        # is then noticed within about that interval.
+        self._scheduler.watch_s = min(self._scheduler.watch_s, job.interval_s)
         self._scheduler.add_job(
             self._runner(job_id),
-            "interval",
-            seconds=job.interval_s,
+            MonotonicInterval(job.interval_s, monotonic=self._monotonic),
             id=job_id,
             name=f"{self.name}:{job_id}",
         )
@@ -73,7 +94,7 @@ class JobScheduler:
         job = self._jobs[job_id]
 
         def run() -> None:
-            job.last_run_ts = time.time()
+            job.last_run_ts = self._wall()
             job.runs += 1
             try:
                 job.fn()
@@ -87,6 +108,11 @@ class JobScheduler:
     def run_now(self, job_id: str) -> None:
         """Run a job once now, on the calling thread."""
         self._runner(job_id)()
+
+    @property
+    def clock_steps(self) -> int:
+        """Wall-clock steps the running scheduler noticed (and re-derived its jobs after)."""
+        return int(self._scheduler.clock_steps) if self._scheduler is not None else 0
 
     def stop(self) -> None:
         """Stop the scheduler; a job running now finishes on its own."""
