@@ -43,8 +43,10 @@ def run_lockstep(
         bind_device_check(sim, name, spec.shape, "sensor")
     for name, act in plugin.actuators.items():
         bind_device_check(sim, name, act.shape, "actuator")
-    channel = OutputChannel(plugin.__class__.__name__, plugin.telemetry_fields, capacity=1 << 16)
-    channel._wall_offset_ns = 0  # simulated time: events carry sim time since episode start
+    # Simulated time: stamps are sim time since episode start (offset pinned at 0).
+    channel = OutputChannel(
+        plugin.__class__.__name__, plugin.telemetry_fields, capacity=1 << 16, wall_offset_ns=0
+    )
     ctx = PluginContext(
         name=type(plugin).__name__,
         rate_hz=rate_hz,

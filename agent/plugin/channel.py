@@ -9,6 +9,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+_OFFSET_READ_MAX_NS = 50_000
+"""A wall-offset reading whose bracketing perf_counter reads are further apart is discarded."""
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -33,7 +36,13 @@ class OutputChannel:
     """
 
     def __init__(
-        self, plugin: str, fields: tuple[str, ...], *, capacity: int = 4096, events: int = 1024
+        self,
+        plugin: str,
+        fields: tuple[str, ...],
+        *,
+        capacity: int = 4096,
+        events: int = 1024,
+        wall_offset_ns: int | None = None,
     ) -> None:
         self.plugin = plugin
         self.fields = fields
@@ -48,8 +57,25 @@ class OutputChannel:
         self._e_tail = 0
         self.telemetry_dropped = 0
         self.events_dropped = 0
-        # perf_counter_ns -> wall-clock ns, fixed at creation so the hot path makes no syscall.
-        self._wall_offset_ns = time.time_ns() - time.perf_counter_ns()
+        # perf_counter_ns -> wall-clock ns, read by the hot path without a syscall. The consumer
+        # refreshes it at every drain, so stamps follow a stepped wall clock (NTP on a board
+        # without an RTC); one int store is atomic in CPython, so the producer needs no lock.
+        # A given offset is pinned instead (simulated time: the lockstep harness passes 0).
+        self._follow_wall = wall_offset_ns is None
+        if wall_offset_ns is None:
+            wall_offset_ns = time.time_ns() - time.perf_counter_ns()
+        self._wall_offset_ns = wall_offset_ns
+
+    def _refresh_wall_offset(self) -> None:
+        if not self._follow_wall:
+            return
+        before = time.perf_counter_ns()
+        wall = time.time_ns()
+        after = time.perf_counter_ns()
+        # Preempted between the reads (a VM pause): the offset would be off by up to the pause,
+        # so keep the previous one; the next drain tries again.
+        if after - before < _OFFSET_READ_MAX_NS:
+            self._wall_offset_ns = wall - (before + after) // 2
 
     def wall_ns(self, perf_ns: int) -> int:
         """Wall-clock nanoseconds for a perf_counter_ns reading."""
@@ -85,6 +111,7 @@ class OutputChannel:
         idx = np.arange(tail, head) % self._t_cap
         out = (self._ts[idx].copy(), self._rows[idx].copy())
         self._t_tail = head
+        self._refresh_wall_offset()
         return out
 
     def drain_events(self) -> list[Event]:
@@ -98,6 +125,7 @@ class OutputChannel:
             if ev is not None:
                 out.append(ev)
         self._e_tail = head
+        self._refresh_wall_offset()
         return out
 
     @property
