@@ -4,7 +4,8 @@ What this adds to paho: TLS from config with verification on by default, the pas
 or a systemd credential, a retained last will, TCP_NODELAY on every socket (Nagle's algorithm
 costs ~9 ms per small publish on loopback, see shared/MEASURED.md), jittered exponential
 reconnect, subscriptions that survive reconnects, callbacks that never kill the network thread,
-and PUBACKs delivered by message id (paho's `is_published()` raises for messages queued offline).
+PUBACKs delivered by message id (paho's `is_published()` raises for messages queued offline), and
+a bound on QoS 0 messages waiting in paho while the socket does not drain (see `QOS0_STALL_S`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ log = logging.getLogger(__name__)
 
 INFLIGHT = 20
 """QoS 1 messages on the wire without PUBACK (paho's window, not the outbox's)."""
+QOS0_STALL_S = 5.0
+"""QoS 0 messages are dropped (and counted) once paho has held unwritten data this long.
+
+paho queues every QoS 0 publish in memory until the socket takes it, without a bound. On a link
+slower than what is published at QoS 0 (telemetry at `telemetry_qos = 0`, metrics, actuator
+commands), or one that has stopped reading, that queue grew for as long as the connection
+lived. QoS 0 is at-most-once: dropping it at the source is the contract, and it is counted."""
 
 
 class Backoff:
@@ -103,6 +111,11 @@ class MqttLink:
         self._stopping = False
         self.last_connect_ts = 0.0
         self.last_error = ""
+        self.qos0_dropped = 0
+        """QoS 0 messages dropped because the socket had not drained for `QOS0_STALL_S`."""
+        self.qos0_stall_s = QOS0_STALL_S
+        self._stalled_since: float | None = None
+        self._drop_logged = False
         self.on_connected: Callable[[], None] | None = None
         self.on_disconnected: Callable[[], None] | None = None
         self.on_ack: Callable[[int, bool], None] | None = None
@@ -226,11 +239,38 @@ class MqttLink:
             props.CorrelationData = correlation_data
         import paho.mqtt.client as mqtt
 
+        if not qos and self._stalled(client):
+            if not self._drop_logged:
+                self._drop_logged = True  # once per stall: a slow link must not flood the journal
+                log.warning(
+                    "MQTT %s has not taken data for %.0f s: dropping QoS 0 messages until it "
+                    "drains (%d dropped so far)",
+                    self.broker,
+                    self.qos0_stall_s,
+                    self.qos0_dropped,
+                )
+            self.qos0_dropped += 1
+            return None
         info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         # Offline, paho keeps QoS 1 messages (sent after reconnect) and drops QoS 0 ones.
         if info.rc == mqtt.MQTT_ERR_SUCCESS or (qos and info.rc == mqtt.MQTT_ERR_NO_CONN):
             return info.mid
         return None
+
+    def _stalled(self, client: mqtt.Client) -> bool:
+        """True when paho has held data the socket would not take for `qos0_stall_s`."""
+        # want_write() is paho's "packets not yet written to the socket". Callers race on
+        # `_stalled_since` harmlessly: the worst case restarts the stall clock once.
+        if not client.want_write():
+            self._stalled_since = None
+            self._drop_logged = False
+            return False
+        now = time.monotonic()
+        since = self._stalled_since
+        if since is None:
+            self._stalled_since = now
+            return False
+        return now - since >= self.qos0_stall_s
 
     def subscribe(self, topic_filter: str, handler: MessageHandler, *, qos: Qos = 1) -> None:
         """Deliver matching messages to `handler`; subscriptions are renewed on every connect."""
