@@ -53,4 +53,5 @@ class EngineControl(Protocol):
         returns what changed. On any error nothing changes and the error is raised."""
 
     def tick_counters(self) -> dict[str, int]:
-        """Ticks done so far per running plugin (the watchdog checks that they advance)."""
+        """Ticks done so far per plugin on a live loop (the watchdog checks that they advance);
+        a plugin crashed or in restart backoff is left out: the supervisor is handling it."""

@@ -4,6 +4,13 @@ The runner owns what outlives a plugin instance (model slot, devices, output cha
 histograms) and what a restart replaces (the plugin instance and its loop). Control calls from
 any thread are serialized by the runner's lock, which the loop thread never takes; whatever must
 happen between two ticks goes through the loop's mailbox.
+
+A restart reuses the model slot: a crash storm never reloads a model (no native memory per
+restart). Failures come in episodes: an episode starts with a crash and ends once the plugin has
+run `stable_s` without one (the backoff resets then). Within an episode the log gets the full
+traceback once per failure site and one line per further crash, and a `plugin_failed` event goes
+out on the 1st, 2nd, 4th, 8th, ... crash, so a storm of any length stays a few lines and events
+while `crashes`, `restarts` and `last_error` in status and metrics keep the exact count.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from agent.config.sections import EngineConfig
@@ -31,6 +39,14 @@ log = logging.getLogger(__name__)
 
 MIN_RATE_HZ = 0.1
 """Overrun rate reduction never goes below this."""
+FIRST_TICK_GRACE_S = 1.0
+"""A fresh loop is not judged stuck before its first tick until it has run this long: after a
+restart, the new loop's counter may still equal what the crashed one had reached."""
+FAILED_EVENT = "plugin_failed"
+"""Event kind the host raises on the plugin's own channel when it crashes (tick or setup)."""
+
+FailureSite = tuple[str, str, int]
+"""Exception type, file and line where it was raised: what makes a traceback worth logging."""
 
 
 @dataclass
@@ -78,6 +94,7 @@ class PluginRunner:
         self.engine = engine
         self.state = "stopped"
         self.restarts = 0
+        self.crashes = 0
         self.last_error: str | None = None
         self.overrun_reports = 0
         self.rate_reductions = 0
@@ -95,6 +112,8 @@ class PluginRunner:
         self._watch = OverrunWatch(engine.overrun_report_ratio, window_s=overrun_window_s)
         self._restart_at = 0.0
         self._started_at = 0.0
+        self._episode_crashes = 0
+        self._traced: set[FailureSite] = set()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -237,9 +256,19 @@ class PluginRunner:
         if loop is None:
             return
         if loop.error is not None and not loop.alive:
-            self._fail(now, loop.error)
+            error = loop.error
+            # Dropping the loop's reference frees the dead loop, the exception, its frames and
+            # the crashed plugin instance at once, instead of leaving a cycle to the collector.
+            loop.error = None
+            self._fail(now, error)
             return
-        self._backoff.running_since(self._started_at, now)
+        if self._backoff.running_since(self._started_at, now) and self._episode_crashes:
+            log.info(
+                "plugin %s: stable again after %d crashes (restart %d); backoff reset",
+                self.name, self._episode_crashes, self.restarts,
+            )  # fmt: skip
+            self._episode_crashes = 0
+            self._traced.clear()
         verdict = self._watch.update(now, loop.ticks, loop.overruns)
         if verdict is None:
             return
@@ -273,11 +302,19 @@ class PluginRunner:
         delay = self._backoff.next_delay()
         self._restart_at = now + delay
         self.state = "backoff"
-        log.error(
-            "plugin %s: tick raised %s; restarting in %.2f s",
-            self.name, self.last_error, delay,
-            exc_info=(type(error), error, error.__traceback__),
-        )  # fmt: skip
+        n = self._count_crash()
+        exc_info = self._trace_once(error)
+        if exc_info is not None:  # always so for the first crash of an episode
+            log.error(
+                "plugin %s: tick raised %s; restarting in %.2f s",
+                self.name, self.last_error, delay, exc_info=exc_info,
+            )  # fmt: skip
+        else:
+            log.error(
+                "plugin %s: tick raised %s (crash %d in a row); restarting in %.2f s",
+                self.name, self.last_error, n, delay,
+            )  # fmt: skip
+        self._report_failure("tick", delay)
 
     def _try_restart(self, now: float) -> None:
         try:
@@ -286,11 +323,53 @@ class PluginRunner:
             self.last_error = str(exc)
             delay = self._backoff.next_delay()
             self._restart_at = now + delay
-            log.error("plugin %s: %s; next try in %.2f s", self.name, exc, delay)
+            n = self._count_crash()
+            exc_info = self._trace_once(exc.__cause__ or exc)
+            log.error(
+                "plugin %s: %s (crash %d in a row); next try in %.2f s",
+                self.name, exc, n, delay, exc_info=exc_info,
+            )  # fmt: skip
+            self._report_failure("setup", delay)
             return
         self.launch()
         self.restarts += 1
-        log.info("plugin %s restarted (restart %d)", self.name, self.restarts)
+        # One line per crash is enough: within an episode the restart itself is routine.
+        level = logging.INFO if self._episode_crashes <= 1 else logging.DEBUG
+        log.log(level, "plugin %s restarted (restart %d)", self.name, self.restarts)
+
+    def _count_crash(self) -> int:
+        self.crashes += 1
+        self._episode_crashes += 1
+        return self._episode_crashes
+
+    def _trace_once(
+        self, error: BaseException
+    ) -> tuple[type[BaseException], BaseException, TracebackType | None] | None:
+        """exc_info for the log the first time this episode fails at this place, else None."""
+        site = failure_site(error)
+        if site in self._traced:
+            return None
+        self._traced.add(site)
+        return (type(error), error, error.__traceback__)
+
+    def _report_failure(self, phase: str, delay: float) -> None:
+        """Raise `plugin_failed` on the 1st, 2nd, 4th, 8th, ... crash of the episode."""
+        n = self._episode_crashes
+        if n & (n - 1):
+            return
+        # The plugin's loop has ended (or never started) and the runner's lock is held, so this
+        # thread is the channel's only producer right now, as its single-producer rule requires.
+        self.res.channel.event(
+            time.perf_counter_ns(),
+            FAILED_EVENT,
+            1.0,
+            phase=phase,
+            error=self.last_error,
+            crashes=n,
+            crashes_total=self.crashes,
+            restarts=self.restarts,
+            retry_in_s=round(delay, 3),
+        )
 
     def _end_loop(self, timeout: float) -> bool:
         loop = self._loop
@@ -313,6 +392,19 @@ class PluginRunner:
         """True once the running loop has ticked."""
         loop = self._loop
         return loop is not None and loop.ticks > 0
+
+    @property
+    def ticking(self) -> bool:
+        """True while the plugin runs on a live loop that has ticked (or had time to).
+
+        A loop that ended with an error, or a plugin in backoff, is the supervisor's to restart;
+        only a live loop whose tick counter stands still is stuck (what the watchdog catches).
+        Once a fresh loop has ticked, the counter is past anything its predecessor reached.
+        """
+        loop = self._loop
+        if self.state != "running" or loop is None or not loop.alive:
+            return False
+        return loop.ticks > 0 or time.monotonic() - self._started_at >= FIRST_TICK_GRACE_S
 
     def counters(self) -> tuple[int, int, int]:
         """(ticks, overruns, skipped) since the runner was created."""
@@ -339,6 +431,7 @@ class PluginRunner:
             "overruns": overruns,
             "skipped": skipped,
             "restarts": self.restarts,
+            "crashes": self.crashes,
             "last_error": self.last_error,
             "overrunning": self.overrunning,
             "rate_reductions": self.rate_reductions,
@@ -354,7 +447,20 @@ class PluginRunner:
             "overruns": overruns,
             "skipped": skipped,
             "rate_hz": self.options.rate_hz,
+            "state": self.state,
+            "restarts": self.restarts,
+            "crashes": self.crashes,
         }
+
+
+def failure_site(error: BaseException) -> FailureSite:
+    """Where `error` was raised: its type and the innermost frame's file and line."""
+    tb = error.__traceback__
+    if tb is None:
+        return (type(error).__name__, "", 0)
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return (type(error).__name__, tb.tb_frame.f_code.co_filename, tb.tb_lineno)
 
 
 def _quiet_teardown(name: str, plugin: Plugin) -> None:

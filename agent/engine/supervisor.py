@@ -36,10 +36,12 @@ class Backoff:
         self._next = min(self._next * 2.0, self.maximum)
         return delay
 
-    def running_since(self, started_at: float, now: float) -> None:
-        """Reset the delay once the plugin has run `stable_s` without failing."""
+    def running_since(self, started_at: float, now: float) -> bool:
+        """Reset the delay once the plugin has run `stable_s` without failing; True if it has."""
         if now - started_at >= self.stable_s:
             self._next = self.initial
+            return True
+        return False
 
 
 class OverrunWatch:

@@ -195,7 +195,7 @@ class PluginHost:
 
     def plugins(self) -> list[dict[str, Any]]:
         """One dict per configured plugin: name, state, rate_hz, model, model_version, ticks,
-        overruns, restarts, last_error (plus skipped, overrunning, rate_reductions)."""
+        overruns, restarts, crashes, last_error (plus skipped, overrunning, rate_reductions)."""
         out: list[dict[str, Any]] = []
         for pc in self.config.plugins:
             runner = self._runners.get(pc.name)
@@ -213,6 +213,7 @@ class PluginHost:
                     "ticks": 0,
                     "overruns": 0,
                     "restarts": 0,
+                    "crashes": 0,
                     "last_error": None,
                 }
             )
@@ -251,7 +252,8 @@ class PluginHost:
             return new.model_dump(mode="json")
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        """Per plugin: tick_us and lateness_us (p50, p99, p999, max), ticks, overruns, skipped."""
+        """Per plugin: tick_us and lateness_us (p50, p99, p999, max), ticks, overruns, skipped,
+        rate_hz, and state, restarts and crashes (so metrics show a crash storm)."""
         return {name: runner.stats() for name, runner in list(self._runners.items())}
 
     def histograms(self) -> dict[str, tuple[HistogramSnapshot, HistogramSnapshot]]:
@@ -279,11 +281,15 @@ class PluginHost:
         return self._runner(name).swap_model(model, timeout)
 
     def tick_counters(self) -> dict[str, int]:
-        """Ticks done so far per running plugin (the watchdog checks that they advance)."""
+        """Ticks done so far per plugin on a live loop (the watchdog checks that they advance).
+
+        A plugin whose loop crashed, or that waits in backoff, is left out: the supervisor is
+        restarting it, and withholding the watchdog would get every healthy loop killed with it.
+        """
         return {
             name: runner.counters()[0]
             for name, runner in list(self._runners.items())
-            if runner.state == "running"
+            if runner.ticking
         }
 
     def reload(self, config: AgentConfig) -> dict[str, Any]:

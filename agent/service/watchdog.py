@@ -16,7 +16,12 @@ HealthCheck = Callable[[], str | None]
 
 
 def loops_ticking(counters: Callable[[], dict[str, int]]) -> HealthCheck:
-    """A check that fails when a loop's tick counter has not moved since the previous call."""
+    """A check that fails when a loop's tick counter has not moved since the previous call.
+
+    `counters` lists only live loops (PluginHost.tick_counters): a plugin crashing again and
+    again is in the supervisor's hands (backoff, restart) and does not withhold the pings, which
+    would get systemd to kill the healthy loops with it; a loop stuck inside a tick does.
+    """
     last: dict[str, int] = {}
 
     def check() -> str | None:

@@ -6,6 +6,7 @@ these classes as entry points through a dist-info directory (see `write_entry_po
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -177,10 +178,12 @@ class CrashyParams(PluginParams):
 
     crash_at: int = Field(5, ge=1, description="Raise on this tick of every instance")
     crashes: int = Field(1000, ge=0, description="Stop crashing after this many crashes")
+    setup_ok: int = Field(0, ge=0, description="Setups after this many raise (0: never)")
 
 
 class CrashyPlugin(Plugin):
-    """Raises on its n-th tick (a fresh instance counts from zero again)."""
+    """Raises on its n-th tick (a fresh instance counts from zero again); with `setup_ok`, every
+    setup after the first `setup_ok` ones raises too (a plugin that cannot come back)."""
 
     Params = CrashyParams
     default_rate_hz = 100.0
@@ -193,6 +196,8 @@ class CrashyPlugin(Plugin):
         self.p: CrashyParams = ctx.params  # type: ignore[assignment]
         self.n = 0
         type(self).setups += 1
+        if self.p.setup_ok and type(self).setups > self.p.setup_ok:
+            raise FileNotFoundError(f"setup {type(self).setups}: calibration table missing")
 
     def tick(self, now_ns: int) -> None:
         """Raise on tick `crash_at`."""
@@ -204,6 +209,22 @@ class CrashyPlugin(Plugin):
     def teardown(self) -> None:
         """Count teardowns."""
         type(self).teardowns += 1
+
+
+class HangPlugin(Plugin):
+    """Ticks normally until `hang` is set, then blocks inside a tick until `release` is set."""
+
+    default_rate_hz = 100.0
+    hang = threading.Event()
+    release = threading.Event()
+
+    def setup(self, ctx: PluginContext) -> None:
+        """Nothing to prepare."""
+
+    def tick(self, now_ns: int) -> None:
+        """Block while asked to (a stuck driver call, say)."""
+        if self.hang.is_set():
+            self.release.wait()
 
 
 class WaveParams(PluginParams):
@@ -263,6 +284,7 @@ ENTRY_POINTS = {
     "probe": "engine_testkit:ParamProbePlugin",
     "slow": "engine_testkit:SlowPlugin",
     "crashy": "engine_testkit:CrashyPlugin",
+    "hang": "engine_testkit:HangPlugin",
     "wave": "engine_testkit:WavePlugin",
 }
 
@@ -284,6 +306,7 @@ PLUGINS: dict[str, type[Plugin]] = {
     "probe": ParamProbePlugin,
     "slow": SlowPlugin,
     "crashy": CrashyPlugin,
+    "hang": HangPlugin,
     "wave": WavePlugin,
 }
 

@@ -145,3 +145,110 @@ def test_overruns_are_reported_without_slowing_when_not_configured(
     slow = host.plugins()[0]
     assert slow["rate_hz"] == 100.0 and slow["rate_reductions"] == 0
     assert slow["overruns"] > 0
+
+
+def test_backoff_tells_when_a_run_counted_as_stable() -> None:
+    backoff = Backoff(0.5, 3.0, stable_s=10.0)
+    assert backoff.running_since(100.0, 105.0) is False
+    assert backoff.running_since(100.0, 110.0) is True
+
+
+def _runner_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "agent.engine.runner" and r.levelno == level]
+
+
+def _failed_events(host: PluginHost, name: str) -> list[dict[str, object]]:
+    channel = next(ch for ch in host.channels() if ch.plugin == name)
+    return [dict(ev.data) for ev in channel.drain_events() if ev.kind == "plugin_failed"]
+
+
+def test_a_crash_storm_logs_one_line_per_crash_and_one_traceback(
+    hosts: list[PluginHost], caplog: pytest.LogCaptureFixture
+) -> None:
+    kit.CrashyPlugin.setups = kit.CrashyPlugin.crashed = kit.CrashyPlugin.teardowns = 0
+    config = kit.make_config(
+        [{"name": "crashy", "rate_hz": 200, "params": {"crash_at": 1, "crashes": 40}}],
+        engine={"restart_backoff_s": 0.002, "restart_backoff_max_s": 0.005},
+    )
+    caplog.set_level(logging.DEBUG, logger="agent.engine.runner")
+    host = kit.make_host(config)
+    hosts.append(host)
+    host.start()
+    assert _until(lambda: kit.CrashyPlugin.crashed == 40 and host.plugins()[0]["restarts"] == 40)
+    info = host.plugins()[0]
+    assert info["crashes"] == 40 and info["last_error"] == "RuntimeError: boom 40"
+    assert host.stats()["crashy"]["crashes"] == 40  # metrics carry the storm too
+    errors = _runner_records(caplog, logging.ERROR)
+    assert len(errors) == 40  # one line per crash ...
+    assert [r.exc_info is not None for r in errors] == [True] + [False] * 39  # ... one traceback
+    assert "crash 40 in a row" in errors[-1].getMessage()
+    assert len(_runner_records(caplog, logging.INFO)) == 1  # "restarted" once, then debug
+    events = _failed_events(host, "crashy")
+    assert [e["crashes"] for e in events] == [1, 2, 4, 8, 16, 32]
+    assert events[0]["phase"] == "tick" and events[0]["error"] == "RuntimeError: boom 1"
+
+
+def test_a_plugin_failing_in_setup_keeps_retrying_with_one_line_a_try(
+    hosts: list[PluginHost], caplog: pytest.LogCaptureFixture
+) -> None:
+    kit.CrashyPlugin.setups = kit.CrashyPlugin.crashed = kit.CrashyPlugin.teardowns = 0
+    config = kit.make_config(
+        [
+            {"name": "crashy", "rate_hz": 200, "params": {"crash_at": 1, "setup_ok": 1}},
+            {"name": "counter", "rate_hz": 200},
+        ],
+        engine={"restart_backoff_s": 0.002, "restart_backoff_max_s": 0.005},
+    )
+    caplog.set_level(logging.ERROR, logger="agent.engine.runner")
+    host = kit.make_host(config)
+    hosts.append(host)
+    host.start()
+    assert _until(lambda: host.plugins()[0]["crashes"] >= 20)
+    info = host.plugins()[0]
+    assert info["state"] == "backoff" and info["restarts"] == 0
+    assert "calibration table missing" in info["last_error"]
+    errors = _runner_records(caplog, logging.ERROR)[:20]
+    # The tick crash and the first setup failure each get their traceback; the rest one line.
+    assert [r.exc_info is not None for r in errors] == [True, True] + [False] * 18
+    assert all("setup failed" in r.getMessage() for r in errors[1:])
+    events = _failed_events(host, "crashy")
+    assert [e["phase"] for e in events[:3]] == ["tick", "setup", "setup"]
+    assert host.plugins()[1]["state"] == "running"
+
+
+def test_the_watchdog_check_ignores_a_crash_storm_but_catches_a_stuck_loop(
+    hosts: list[PluginHost],
+) -> None:
+    from agent.service.watchdog import loops_ticking
+
+    kit.CrashyPlugin.setups = kit.CrashyPlugin.crashed = kit.CrashyPlugin.teardowns = 0
+    kit.HangPlugin.hang.clear()
+    kit.HangPlugin.release.clear()
+    # Crashing on the first tick, the plugin's tick counter never moves: only the supervisor's
+    # handling of it (backoff, restart) shows that it is not stuck.
+    config = kit.make_config(
+        [
+            {"name": "crashy", "rate_hz": 200, "params": {"crash_at": 1, "crashes": 100000}},
+            {"name": "hang", "rate_hz": 200},
+        ],
+        engine={"restart_backoff_s": 0.01, "restart_backoff_max_s": 0.05},
+    )
+    # The production supervision interval: a crashed loop waits up to 50 ms to be noticed.
+    host = kit.make_host(config, supervise_interval_s=0.05)
+    hosts.append(host)
+    host.start()
+    check = loops_ticking(host.tick_counters)
+    try:
+        failures = []
+        for _ in range(80):
+            time.sleep(0.02)
+            failures.append(check())
+        assert host.plugins()[0]["crashes"] >= 10
+        assert failures == [None] * 80
+        kit.HangPlugin.hang.set()
+        time.sleep(0.05)
+        check()
+        time.sleep(0.05)
+        assert check() == "loops not ticking: hang"
+    finally:
+        kit.HangPlugin.release.set()
