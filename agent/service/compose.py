@@ -63,7 +63,10 @@ def status_line(app: AgentApp) -> str:
     sync = getattr(app, "sync", None)
     link = ""
     if sync is not None:
-        link = ", mqtt up" if sync.counters().get("connected") else ", mqtt down"
+        counters = sync.counters()
+        link = ", mqtt up" if counters.get("connected") else ", mqtt down"
+        if counters.get("outbox_failing"):
+            link += ", outbox writes failing"
     return f"{running}/{len(plugins)} plugins running, lateness p99 {worst:.0f} us{link}"
 
 

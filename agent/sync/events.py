@@ -5,11 +5,15 @@ restart numbering continues from the last event that reached the outbox. Events 
 (outbox at its bound, or SQLite failing, e.g. a full disk) wait in a backlog of `backlog_max`
 events; while it is full the plugin rings are not drained, and their own overflow is counted by
 the channel (`events_dropped`). Every one of these states is visible in status and metrics.
+
+While writes fail, attempts follow the outbox's back-off (`Outbox.retry_due`): each attempt
+serializes up to BATCH events, too much work to repeat every sync tick. Acknowledged row ids
+whose delete failed are kept and deleted with the next write, so a delivered row is not left
+behind to be sent again after a restart.
 """
 
 from __future__ import annotations
 
-import logging
 import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -17,8 +21,6 @@ from collections.abc import Callable, Sequence
 from agent.plugin.channel import Event, OutputChannel
 from agent.sync.outbox import Message, MessageClass, Outbox, OutboxError
 from agent.sync.payloads import event_payload
-
-log = logging.getLogger(__name__)
 
 BATCH = 2000
 """Events persisted per transaction at most."""
@@ -42,9 +44,8 @@ class EventPersister:
         self._seq = outbox.seqs()
         self._id_prefix = secrets.token_hex(6)  # unique per run: ids never repeat after restarts
         self._next_id = 0
+        self._unacked: list[int] = []  # delivered rows whose delete failed: retried
         self.persisted = 0
-        self.errors = 0
-        self.last_error = ""
 
     @property
     def backlog(self) -> int:
@@ -64,8 +65,19 @@ class EventPersister:
                     self._backlog.extend(ch.drain_events())
         return self.persist(acked)
 
+    @property
+    def unacked(self) -> int:
+        """Delivered row ids waiting for their delete to succeed."""
+        return len(self._unacked)
+
     def persist(self, acked: Sequence[int] = ()) -> int:
         """Store as much of the backlog as fits, in one transaction; returns how many."""
+        if self._unacked:
+            acked = [*self._unacked, *acked]
+            self._unacked = []
+        if not self._outbox.retry_due():
+            self._unacked.extend(acked)
+            return 0
         if not self._backlog:
             self._ack(acked)
             return 0
@@ -96,18 +108,14 @@ class EventPersister:
         changed = {p: v for p, v in seq.items() if self._seq.get(p) != v}
         try:
             stored = self._outbox.add(messages, seqs=changed, acked=acked)
-        except OutboxError as exc:
-            self.errors += 1
-            if str(exc) != self.last_error:
-                log.error("%s; %d events kept in memory", exc, len(self._backlog))
-            self.last_error = str(exc)
-            self._ack(acked)
+        except OutboxError:
+            # Counted and logged (rate-limited) by the outbox; the events stay in the backlog.
+            self._unacked.extend(acked)
             return 0
         self._seq = seq
         for _ in range(stored):
             self._backlog.popleft()
         self.persisted += stored
-        self.last_error = ""
         return stored
 
     def _ack(self, acked: Sequence[int]) -> None:
@@ -115,7 +123,6 @@ class EventPersister:
             return
         try:
             self._outbox.ack(acked)
-        except OutboxError as exc:
-            # The rows stay and are sent again after a restart: a duplicate, never a loss.
-            self.errors += 1
-            self.last_error = str(exc)
+        except OutboxError:
+            # Kept for the next write: deleted then, not sent again after a restart.
+            self._unacked.extend(acked)

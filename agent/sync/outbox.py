@@ -14,6 +14,12 @@ Bound (`outbox.max_bytes`, counted as payload + topic + a small per-row overhead
   sync service holds them in a bounded backlog and, past that, leaves them in the plugin rings,
   whose overflow is counted). `full` is reported in status and metrics.
 
+Write failures (disk full, I/O errors, a read-only file system): a failed transaction changes
+nothing, raises OutboxError and starts a failure episode: `errors` counts every failed write,
+`last_error` says why until a write succeeds again, and `retry_due()` backs callers off (50 ms
+doubling to 1 s) so a full disk is not hammered by a retry every sync tick. The episode is logged
+when it starts, reminded at most once a minute, and closed by one line when writes work again.
+
 Ordering: ids come from AUTOINCREMENT, so they never repeat even after the table empties, and
 replay is `ORDER BY id`. The per-plugin event sequence numbers live in the same file and are
 written in the same transaction as the events that use them.
@@ -29,7 +35,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import IntEnum
 from pathlib import Path
 from typing import NamedTuple
@@ -43,6 +49,20 @@ ROW_OVERHEAD = 32
 SCHEMA_VERSION = 1
 _CHUNK = 500  # ids per DELETE statement, well under SQLite's parameter limit
 _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+RETRY_MIN_S = 0.05
+"""Back-off after the first failed write; doubled after each further failure."""
+RETRY_MAX_S = 1.0
+"""Longest back-off between write attempts while writes fail: bounds the recovery delay."""
+LOG_EVERY_S = 60.0
+"""At most one error line per this many seconds, however often writes fail."""
+LOW_SPACE_BYTES = 1 << 20
+"""Below this much free space in state_dir an error message says the directory is full."""
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+
+_Counts = tuple[list[int], list[int], int, int, bool]
+"""Rows and bytes per class, telemetry dropped, refused, full: restored when a write fails."""
 
 
 class OutboxError(EdgeAgentError):
@@ -112,7 +132,14 @@ CREATE TABLE IF NOT EXISTS seq (plugin TEXT PRIMARY KEY, value INTEGER NOT NULL)
 class Outbox:
     """SQLite-backed, size-bounded, ordered store of outgoing QoS 1 messages."""
 
-    def __init__(self, path: Path, *, max_bytes: int, telemetry_share: float = 0.5) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        telemetry_share: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.telemetry_cap = int(max_bytes * telemetry_share)
@@ -126,10 +153,27 @@ class Outbox:
         self._bytes = [0, 0, 0]
         self.version = 0
         """Incremented by every commit that stored rows: readers skip a query when unchanged."""
+        self.errors = 0
+        """Writes (add, ack, compaction) that failed with an SQLite error since the start."""
+        self.last_error = ""
+        """Why writes are failing (the latest error); empty while they succeed."""
+        self.failing_since: float | None = None
+        """Wall-clock time of the first failed write of the current episode (None: none)."""
+        self._clock = clock
+        self._failed_at = 0.0  # clock time the current episode started
+        self._episode_errors = 0
+        self._retry_at = 0.0
+        self._retry_s = RETRY_MIN_S
+        self._logged_at: float | None = None  # clock time of the last error line
+        self._episode_logged = False  # an error line was logged: its recovery will be too
         self._lock_fd = _lock_state(path)
         try:
             self._db = _open(path)
-            self._load_totals()
+            try:
+                self._load_totals()
+            except sqlite3.Error as exc:
+                self._db.close()
+                raise OutboxError(f"cannot read the outbox {path}: {exc}") from exc
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -182,13 +226,14 @@ class Outbox:
         instead of two: commits, not rows, dominate the cost). Telemetry that does not fit drops
         older telemetry. Durable messages are stored in order while they fit; the first that
         does not stops the batch (the rest is the caller's to keep) and sets `full`. On an
-        SQLite error nothing changes and OutboxError is raised.
+        SQLite error (disk full, ...) nothing changes, the failure is recorded (see
+        `last_error`, `retry_due`) and OutboxError is raised.
         """
+        saved = self._counts_snapshot()
         try:
             with self._db:
-                self._ack_in_txn(acked)
+                deleted = self._ack_in_txn(acked)
                 n = self._add_in_txn(messages)
-                self.version += 1
                 if seqs:
                     self._db.executemany(
                         "INSERT INTO seq (plugin, value) VALUES (?, ?) "
@@ -196,8 +241,11 @@ class Outbox:
                         seqs.items(),
                     )
         except sqlite3.Error as exc:
-            self._load_totals()  # the rollback undid whatever the transaction counted
-            raise OutboxError(f"outbox write failed ({self.path}): {exc}") from exc
+            self._restore_counts(saved)  # the rollback undid whatever the transaction counted
+            raise self._write_failed("write", exc) from exc
+        self.version += 1
+        if n or deleted:
+            self._write_ok()
         return n
 
     def _add_in_txn(self, messages: Sequence[Message]) -> int:
@@ -272,12 +320,16 @@ class Outbox:
         id_list = list(ids)
         if not id_list:
             return 0
+        saved = self._counts_snapshot()
         try:
             with self._db:
-                return self._ack_in_txn(id_list)
+                deleted = self._ack_in_txn(id_list)
         except sqlite3.Error as exc:
-            self._load_totals()
-            raise OutboxError(f"outbox delete failed ({self.path}): {exc}") from exc
+            self._restore_counts(saved)
+            raise self._write_failed("delete", exc) from exc
+        if deleted:
+            self._write_ok()
+        return deleted
 
     def _ack_in_txn(self, ids: Sequence[int]) -> int:
         deleted = 0
@@ -326,7 +378,71 @@ class Outbox:
             self._db.execute("PRAGMA incremental_vacuum")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
-            raise OutboxError(f"outbox compaction failed ({self.path}): {exc}") from exc
+            raise self._write_failed("compaction", exc) from exc
+
+    # -- write failures -------------------------------------------------------------------------
+
+    def retry_due(self) -> bool:
+        """False while writes fail and the back-off since the last failure has not passed yet."""
+        return not self.last_error or self._clock() >= self._retry_at
+
+    def retry_now(self) -> None:
+        """Let the next write be tried at once (the last chance at shutdown)."""
+        self._retry_at = 0.0
+
+    def _write_failed(self, what: str, exc: sqlite3.Error) -> OutboxError:
+        """Record a failed write (count, reason, back-off, rate-limited log); the error to raise."""
+        now = self._clock()
+        message = f"outbox {what} failed ({self.path}): {exc}{_space_note(self.path.parent)}"
+        starts = not self.last_error
+        if starts:
+            self.failing_since = time.time()
+            self._failed_at = now
+            self._episode_errors = 0
+            self._retry_s = RETRY_MIN_S
+        self.errors += 1
+        self._episode_errors += 1
+        self.last_error = message
+        self._retry_at = now + self._retry_s
+        self._retry_s = min(RETRY_MAX_S, self._retry_s * 2)
+        # The sync thread would retry every few milliseconds: one line per episode, a reminder
+        # at most every LOG_EVERY_S, and flapping episodes share that budget.
+        if self._logged_at is None or now - self._logged_at >= LOG_EVERY_S:
+            self._logged_at = now
+            self._episode_logged = True
+            if starts:
+                log.error("%s; retrying, messages wait in memory", message)
+            else:
+                log.error(
+                    "%s; still failing after %.0f s (%d failed writes)",
+                    message,
+                    now - self._failed_at,
+                    self._episode_errors,
+                )
+        return OutboxError(message)
+
+    def _write_ok(self) -> None:
+        """A transaction that changed rows committed: close a failure episode, if one is open."""
+        if not self.last_error:
+            return
+        if self._episode_logged:
+            # WARNING, not INFO: as visible as the error line it closes.
+            log.warning(
+                "outbox writable again after %.1f s (%d failed writes)",
+                self._clock() - self._failed_at,
+                self._episode_errors,
+            )
+        self.last_error = ""
+        self.failing_since = None
+        self._episode_logged = False
+        self._retry_at = 0.0
+        self._retry_s = RETRY_MIN_S
+
+    def _counts_snapshot(self) -> _Counts:
+        return (self._rows[:], self._bytes[:], self.telemetry_dropped, self.refused, self.full)
+
+    def _restore_counts(self, saved: _Counts) -> None:
+        self._rows, self._bytes, self.telemetry_dropped, self.refused, self.full = saved
 
     def close(self) -> None:
         """Checkpoint and close the database, release the state_dir lock."""
@@ -354,10 +470,18 @@ def _lock_state(path: Path) -> int:
 
 
 def _open(path: Path) -> sqlite3.Connection:
-    """Open (creating) the database; a file that is not a database is moved aside, not fatal."""
+    """Open (creating) the database; a file that is not a database is moved aside, not fatal.
+
+    Any other failure (disk full, I/O error, permissions) raises OutboxError and leaves the
+    file where it is: it is readable again once the cause is fixed, and replayed then.
+    """
     try:
         return _connect(path)
     except sqlite3.DatabaseError as exc:
+        if not _is_corrupt(exc):
+            raise OutboxError(
+                f"cannot open the outbox {path}: {exc}{_space_note(path.parent)}"
+            ) from exc
         aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
         log.error("outbox %s unreadable (%s): moved to %s, starting empty", path, exc, aside)
         for suffix in ("", "-wal", "-shm"):
@@ -370,6 +494,27 @@ def _open(path: Path) -> sqlite3.Connection:
             raise OutboxError(f"cannot create the outbox {path}: {exc2}") from exc2
 
 
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    """True when SQLite says the file is not a database or is malformed (not full, not I/O)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    # Older Pythons: both map to DatabaseError itself; full, I/O, locked are OperationalError.
+    return type(exc) is sqlite3.DatabaseError
+
+
+def _space_note(folder: Path) -> str:
+    """'; state_dir X is full (N bytes free)' when it nearly is, else ''."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return ""
+    free = st.f_bavail * st.f_frsize
+    if free >= LOW_SPACE_BYTES:
+        return ""
+    return f"; state_dir {folder} is full ({free} bytes free)"
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: transactions only where `with db:` opens one explicitly below.
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -378,7 +523,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
         db.executescript(_SCHEMA)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        # Written only when it differs: an open that writes nothing works on a full disk too.
+        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("SELECT COUNT(*) FROM outbox").fetchone()
     except sqlite3.Error:
         db.close()

@@ -12,6 +12,7 @@ Threads (none of them a plugin loop):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -87,6 +88,8 @@ class SyncService:
         self._started = False
         self.telemetry_batches = 0
         self.telemetry_offline_dropped = 0
+        self.telemetry_error_dropped = 0
+        """QoS 1 telemetry rows dropped because the outbox could not be written (disk full)."""
         self.commands_busy = 0
         self.last_direct_publish_ts = 0.0
 
@@ -336,7 +339,8 @@ class SyncService:
             "outbox_acked": float(snd.acked if snd else 0),
             "outbox_rejected": float(snd.rejected if snd else 0),
             "outbox_telemetry_dropped": float(ob.telemetry_dropped if ob else 0),
-            "outbox_errors": float(ev.errors if ev else 0),
+            "outbox_errors": float(ob.errors if ob else 0),
+            "outbox_failing": float(bool(ob and ob.last_error)),
             "events_persisted": float(ev.persisted if ev else 0),
             "events_backlog": float(ev.backlog if ev else 0),
             "durable_backlog": float(len(self._durable)),
@@ -344,6 +348,7 @@ class SyncService:
             "channel_telemetry_dropped": float(sum(c.telemetry_dropped for c in channels)),
             "telemetry_batches": float(self.telemetry_batches),
             "telemetry_offline_dropped": float(self.telemetry_offline_dropped),
+            "telemetry_error_dropped": float(self.telemetry_error_dropped),
             "commands_handled": float(self.commands.handled),
             "commands_failed": float(self.commands.failed),
             "commands_busy": float(self.commands_busy),
@@ -366,7 +371,8 @@ class SyncService:
                 "path": str(ob.path) if ob else None,
                 "max_bytes": ob.max_bytes if ob else None,
                 **(ob.counts() if ob else {}),
-                "last_error": (self._events.last_error if self._events else "") or None,
+                "last_error": (ob.last_error if ob else "") or None,
+                "error_since": ob.failing_since if ob else None,
             },
             "counters": self.counters(),
             "jobs": self.scheduler.jobs(),
@@ -502,12 +508,13 @@ class SyncService:
         assert self._outbox is not None
         if not self._durable:
             return
+        if not self._outbox.retry_due():
+            return
         batch = list(self._durable)
         try:
             n = self._outbox.add(batch)
-        except OutboxError as exc:
-            log.error("%s; %d messages kept in memory", exc, len(batch))
-            return
+        except OutboxError:
+            return  # counted and logged (rate-limited) by the outbox; kept in memory
         for _ in range(n):
             self._durable.popleft()
 
@@ -515,6 +522,7 @@ class SyncService:
         qos = self._config.mqtt.telemetry_qos
         connected = self.link.connected
         stored: list[Message] = []
+        stored_rows = 0
         for ch in self._channels():
             if not ch.pending[0]:
                 continue
@@ -523,6 +531,7 @@ class SyncService:
             payloads = telemetry_payloads(ch.fields, ts, rows, dropped=ch.telemetry_dropped)
             if qos == 1:
                 stored.extend(Message(MessageClass.TELEMETRY, topic, p) for p in payloads)
+                stored_rows += len(ts)
             elif connected:
                 for p in payloads:
                     self.link.publish(topic, p, qos=0)
@@ -532,25 +541,34 @@ class SyncService:
                 continue
             self.telemetry_batches += len(payloads)
         if stored and self._outbox is not None:
+            # Telemetry is not kept in memory while writes fail: dropped and counted (the
+            # failure itself is logged, rate-limited, by the outbox).
+            if not self._outbox.retry_due():
+                self.telemetry_error_dropped += stored_rows
+                return
             try:
                 self._outbox.add(stored)
-            except OutboxError as exc:
-                log.error("%s; telemetry batch dropped", exc)
+            except OutboxError:
+                self.telemetry_error_dropped += stored_rows
 
     def _compact(self) -> None:
         if self._outbox is not None:
-            self._outbox.compact()
+            with contextlib.suppress(OutboxError):  # counted and logged by the outbox
+                self._outbox.compact()
 
     def _finish(self) -> None:
         """Last round on stop: store every pending event, flush telemetry, deliver briefly."""
         assert self._sender is not None and self._events is not None
         try:
+            if self._outbox is not None:
+                self._outbox.retry_now()  # the last chance: no back-off
             for _ in range(50):
                 self._events.collect(self._channels())
                 if not self._events.backlog:
                     break
             self._store_durable()
             self._flush_telemetry()
+            self._report_unstored()
             while self.link.connected and time.monotonic() < self._finish_by:
                 self._sender.process_acks()
                 self._sender.pump()
@@ -558,8 +576,26 @@ class SyncService:
                     break
                 time.sleep(0.005)
             self._sender.process_acks()
+        except OutboxError:
+            pass  # counted and logged by the outbox; undeleted rows are sent again next start
         except Exception:
             log.exception("sync shutdown step failed")
+
+    def _report_unstored(self) -> None:
+        """Say what a failing outbox makes the shutdown lose (events and messages in memory)."""
+        events = self._events.backlog if self._events else 0
+        events += sum(c.pending[1] for c in self._channels())
+        if events or self._durable:
+            ob = self._outbox
+            reason = ob.last_error if ob else ""
+            if not reason:
+                reason = "outbox at its size bound" if ob and ob.full else "not stored in time"
+            log.error(
+                "stopping with %d events and %d durable messages not stored: lost (%s)",
+                events,
+                len(self._durable),
+                reason,
+            )
 
     def _outbox_pending(self) -> bool:
         return bool(self._outbox and self._outbox.depth)
