@@ -69,6 +69,10 @@ class OutboxError(EdgeAgentError):
     """The outbox cannot be opened or written (state_dir missing, read-only, full, locked)."""
 
 
+class OutboxInUse(OutboxError):
+    """Another agent holds the state_dir: a configuration mistake, never retried."""
+
+
 class MessageClass(IntEnum):
     """Drop policy class of a stored message."""
 
@@ -463,7 +467,7 @@ def _lock_state(path: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise OutboxError(
+        raise OutboxInUse(
             f"{path} is in use by another agent: give each agent its own state_dir"
         ) from None
     return fd

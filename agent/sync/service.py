@@ -34,7 +34,7 @@ from agent.sync.discovery import PluginEntities, declared_entities, discovery_me
 from agent.sync.events import EventPersister
 from agent.sync.infer import ModelCache
 from agent.sync.link import MqttLink
-from agent.sync.outbox import Message, MessageClass, Outbox, OutboxError
+from agent.sync.outbox import Message, MessageClass, Outbox, OutboxError, OutboxInUse
 from agent.sync.payloads import clean, telemetry_payloads, to_json
 from agent.sync.sender import OutboxSender
 from agent.sync.topics import Topics
@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 TICK_S = 0.005
 """How often the sync thread looks for events: bounds their added latency, costs ~0.5 % CPU."""
 OUTBOX_FILE = "outbox.db"
+OPEN_RETRY_MIN_S = 1.0
+OPEN_RETRY_MAX_S = 30.0
+"""An outbox that could not be opened (full disk) is retried after 1 s, doubling up to 30 s."""
 _RELOADABLE_MQTT = {"commands", "telemetry_qos", "max_payload_bytes", "home_assistant"}
 
 
@@ -80,6 +83,9 @@ class SyncService:
         self._finish_by = 0.0
         self._thread: threading.Thread | None = None
         self._outbox: Outbox | None = None
+        self._open_error = ""
+        self._open_retry_at = 0.0
+        self._open_backoff_s = OPEN_RETRY_MIN_S
         self._sender: OutboxSender | None = None
         self._events: EventPersister | None = None
         self._offline_mid: int | None = None
@@ -120,26 +126,24 @@ class SyncService:
     def start(self) -> None:
         """Open the outbox, start connecting, draining and the jobs; returns at once.
 
-        Raises OutboxError (state_dir unusable or taken) or ConfigError (password, TLS files)
-        with nothing left running. A service is started once; build a new one to start again.
+        Raises OutboxInUse (another agent has the state_dir) or ConfigError (password, TLS
+        files) with nothing left running. A state_dir that cannot hold the outbox now (a full
+        disk, an I/O error) does not stop the agent: the loops must keep running, so the sync
+        thread retries the outbox with back-off while events wait unnumbered in the plugin rings
+        (their overflow counted) and the error shows in status and the systemd STATUS line.
+        Seqs are only given as events are stored, so none is reused. A service is started once.
         """
         if self._started or not self._config.mqtt.enabled:
             return
         cfg = self._config
-        outbox = Outbox(
-            cfg.state_dir / OUTBOX_FILE,
-            max_bytes=cfg.outbox.max_bytes,
-            telemetry_share=cfg.outbox.telemetry_share,
-        )
-        self._outbox = outbox
-        self._sender = OutboxSender(outbox, self.link, wake=self._wake.set)
-        self._events = EventPersister(outbox, self.topics.events)
         self.link.on_ack = self._on_ack
         self.link.on_connected = self._on_connected
+        self._open_outbox()
         try:
             self.link.start()  # reads the password and TLS files: fails here, not later
         except BaseException:
-            outbox.close()
+            if self._outbox is not None:
+                self._outbox.close()
             self._outbox = self._sender = self._events = None
             raise
         self._stopping = False
@@ -148,7 +152,37 @@ class SyncService:
         self._worker.start()
         self.scheduler.start()
         self._started = True
-        log.info("sync started: broker %s, outbox %d messages", self.link.broker, outbox.depth)
+        held = f"{self._outbox.depth} messages" if self._outbox else "not open yet"
+        log.info("sync started: broker %s, outbox %s", self.link.broker, held)
+
+    def _open_outbox(self) -> None:
+        """Open the outbox; on failure (other than OutboxInUse at start) schedule a retry."""
+        cfg = self._config
+        try:
+            outbox = Outbox(
+                cfg.state_dir / OUTBOX_FILE,
+                max_bytes=cfg.outbox.max_bytes,
+                telemetry_share=cfg.outbox.telemetry_share,
+            )
+        except OutboxError as exc:
+            if isinstance(exc, OutboxInUse) and not self._started:
+                raise
+            if not self._open_error:
+                log.error(
+                    "%s; the loops keep running, their events wait in the plugin rings "
+                    "(overflow counted); retrying with back-off",
+                    exc,
+                )
+            self._open_error = str(exc)
+            self._open_retry_at = time.monotonic() + self._open_backoff_s
+            self._open_backoff_s = min(self._open_backoff_s * 2.0, OPEN_RETRY_MAX_S)
+            return
+        if self._open_error:
+            log.warning("outbox open after all (%d messages): events flow again", outbox.depth)
+        self._open_error = ""
+        self._sender = OutboxSender(outbox, self.link, wake=self._wake.set)
+        self._events = EventPersister(outbox, self.topics.events)
+        self._outbox = outbox  # last: other threads take a non-None outbox as ready
 
     def stop(self, timeout: float = 2.0) -> None:
         """Persist what is pending, deliver what can be, publish offline, disconnect."""
@@ -340,7 +374,7 @@ class SyncService:
             "outbox_rejected": float(snd.rejected if snd else 0),
             "outbox_telemetry_dropped": float(ob.telemetry_dropped if ob else 0),
             "outbox_errors": float(ob.errors if ob else 0),
-            "outbox_failing": float(bool(ob and ob.last_error)),
+            "outbox_failing": float(bool(ob and ob.last_error) or bool(self._open_error)),
             "events_persisted": float(ev.persisted if ev else 0),
             "events_backlog": float(ev.backlog if ev else 0),
             "durable_backlog": float(len(self._durable)),
@@ -371,7 +405,7 @@ class SyncService:
                 "path": str(ob.path) if ob else None,
                 "max_bytes": ob.max_bytes if ob else None,
                 **(ob.counts() if ob else {}),
-                "last_error": (ob.last_error if ob else "") or None,
+                "last_error": (ob.last_error if ob else self._open_error) or None,
                 "error_since": ob.failing_since if ob else None,
             },
             "counters": self.counters(),
@@ -491,13 +525,16 @@ class SyncService:
                 self._wake.set()
 
     def _step(self) -> bool:
-        assert self._sender is not None and self._events is not None
         while self._tasks:
             task = self._tasks.popleft()
             try:
                 task()
             except Exception:
                 log.exception("sync task failed")
+        if self._outbox is None and time.monotonic() >= self._open_retry_at:
+            self._open_outbox()
+        if self._sender is None or self._events is None:
+            return False  # no outbox yet: the rings hold the events (their overflow counted)
         acked = self._sender.take_acks()
         stored = self._events.collect(self._channels(), acked)
         self._store_durable()
@@ -505,8 +542,7 @@ class SyncService:
         return sent >= 500 or (stored > 0 and self._events.backlog > 0)
 
     def _store_durable(self) -> None:
-        assert self._outbox is not None
-        if not self._durable:
+        if self._outbox is None or not self._durable:
             return
         if not self._outbox.retry_due():
             return
@@ -540,10 +576,10 @@ class SyncService:
                 self.telemetry_offline_dropped += len(ts)
                 continue
             self.telemetry_batches += len(payloads)
-        if stored and self._outbox is not None:
+        if stored:
             # Telemetry is not kept in memory while writes fail: dropped and counted (the
             # failure itself is logged, rate-limited, by the outbox).
-            if not self._outbox.retry_due():
+            if self._outbox is None or not self._outbox.retry_due():
                 self.telemetry_error_dropped += stored_rows
                 return
             try:
@@ -558,7 +594,9 @@ class SyncService:
 
     def _finish(self) -> None:
         """Last round on stop: store every pending event, flush telemetry, deliver briefly."""
-        assert self._sender is not None and self._events is not None
+        if self._sender is None or self._events is None:
+            self._report_unstored()  # the outbox never opened
+            return
         try:
             if self._outbox is not None:
                 self._outbox.retry_now()  # the last chance: no back-off
@@ -587,7 +625,7 @@ class SyncService:
         events += sum(c.pending[1] for c in self._channels())
         if events or self._durable:
             ob = self._outbox
-            reason = ob.last_error if ob else ""
+            reason = ob.last_error if ob else self._open_error
             if not reason:
                 reason = "outbox at its size bound" if ob and ob.full else "not stored in time"
             log.error(
