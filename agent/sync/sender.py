@@ -37,6 +37,8 @@ RESEND_GRACE_S = 10.0
 """How long after a reconnect to wait for paho's re-sends before sending them again ourselves."""
 TARGET_DRAIN_S = 2.0
 """Seconds of the link's measured delivery rate that may be handed to paho unacknowledged."""
+OVERDUE_S = TARGET_DRAIN_S / 2
+"""A message unacknowledged this long says the link is slower than the rate estimate."""
 MIN_WINDOW_BYTES = 2048
 """The byte window never shrinks below this (one message is always allowed, whatever its size)."""
 MAX_WINDOW_BYTES = 1 << 20
@@ -155,6 +157,8 @@ class OutboxSender:
             self._restart_flights()
         if self._resume_since is not None and not self._resumed():
             return 0
+        now = time.monotonic()
+        self._check_oldest(now)
         room = min(limit, self._window - len(self._inflight))
         window_bytes = self.window_bytes
         byte_room = window_bytes - self._inflight_bytes
@@ -166,7 +170,6 @@ class OutboxSender:
         want = min(room, 1 + max(0, byte_room) // _MIN_ROW_BYTES)
         rows = self._outbox.after(self._cursor, want)
         sent = 0
-        now = time.monotonic()
         for msg in rows:
             size = len(msg.payload) + len(msg.topic)
             if self._inflight and self._inflight_bytes + size > window_bytes:
@@ -189,6 +192,22 @@ class OutboxSender:
             self.sent += sent
             self.last_publish_ts = time.time()
         return sent
+
+    def _check_oldest(self, now: float) -> None:
+        """Lower the rate at once when the oldest message in flight is overdue.
+
+        When the link slows down, the next acknowledgement (the next rate sample) may be many
+        seconds away, and until then the window sized for the old rate keeps filling paho.
+        What was delivered since the oldest message was handed over, over its age, bounds the
+        rate meanwhile. On a healthy link no message is that old, and the bound is not looked at.
+        """
+        if not self._inflight:
+            return
+        oldest = next(iter(self._inflight.values()))  # dicts keep insertion (= send) order
+        age = now - oldest.sent_at
+        if age > OVERDUE_S:
+            delivered = self._delivered - oldest.delivered_at_send + oldest.size
+            self.rate = min(self.rate, delivered / age)
 
     def _restart_flights(self) -> None:
         """Time the messages paho re-sends after a reconnect from now: the time spent offline
