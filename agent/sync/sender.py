@@ -12,6 +12,8 @@ drop-oldest-telemetry policy apply.
 The link's delivery rate is sampled per acknowledged message, as the bytes acknowledged while
 it was in flight over the time it was in flight: on a slow link that is the link's rate; on a
 fast one it is large and the byte window opens to `MAX_WINDOW_BYTES` within a few round trips.
+A message still in flight after `OVERDUE_S` lowers the estimate at once: when the link slows
+down, the next acknowledgement may be seconds away.
 
 After a reconnect paho first re-sends what it still holds (oldest first); new rows wait until
 those are acknowledged, so a consumer sees the replay in order. A restart starts again from the
@@ -75,7 +77,7 @@ class OutboxSender:
         self._inflight_bytes = 0
         self._delivered = 0  # bytes of our messages acknowledged in this process
         self.rate = MIN_WINDOW_BYTES / TARGET_DRAIN_S
-        """Delivery rate of the link in bytes/s, from the last acknowledged message."""
+        """Delivery rate of the link in bytes/s: the last sample, or less if one is overdue."""
         self._acks: deque[tuple[int, bool, float]] = deque()
         self._cursor = 0  # highest row id handed to paho in this process
         self._resume_since: float | None = None
