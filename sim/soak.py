@@ -283,6 +283,7 @@ def _loop_figures(
             "last_third": round(tail, 1),
             "drift": round(tail / head, 3) if head else None,
             "worst_window": round(max(series), 1) if series else None,
+            "windows": [round(v) for v in series],
         }
     return out
 
