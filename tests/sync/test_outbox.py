@@ -3,10 +3,13 @@ and what happens while writes fail (reporting, back-off, the event backlog)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sqlite3
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -111,16 +114,35 @@ def test_a_corrupt_file_is_moved_aside_not_fatal(tmp_path: Path) -> None:
     ob.close()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
 def test_an_unwritable_state_dir_names_the_folder(tmp_path: Path) -> None:
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o500)
+    with _read_only(ro), pytest.raises(OutboxError, match=str(ro)):
+        Outbox(ro / "o.db", max_bytes=1 << 20)
+
+
+@contextlib.contextmanager
+def _read_only(folder: Path) -> Iterator[None]:
+    """Make `folder` unwritable: by permissions for a user; root ignores those, so for root a
+    read-only tmpfs is mounted over it (a real EROFS, as on a board whose card went read-only)."""
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        try:
+            yield
+        finally:
+            folder.chmod(0o700)
+        return
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"root without CAP_SYS_ADMIN cannot mount a read-only tmpfs: {done.stderr}")
     try:
-        with pytest.raises(OutboxError, match=str(ro)):
-            Outbox(ro / "o.db", max_bytes=1 << 20)
+        yield
     finally:
-        ro.chmod(0o700)
+        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_write_failure_raises_outbox_error_and_keeps_counts(tmp_path: Path) -> None:
