@@ -437,26 +437,27 @@ def test_a_full_state_dir_is_reported_loops_keep_rate_and_nothing_uncounted_is_l
         assert after["channel_events_dropped"] == dropped  # nothing dropped after recovery
         assert not any(r.exc_info for r in caplog.records if r.name.startswith("agent"))
 
-        log.warning(
-            "state_dir full: filler %d MiB, full for %.1f s; backlog %d events, dropped %d, "
-            "outbox errors %d, telemetry rows dropped %d; tick ratio full/healthy %s; drained "
-            "%d events in %.1f s after freeing (tick ratio while draining %s); "
-            "RSS MiB before %.1f, at the backlog bound %.1f, 2 s later %.1f, after %.1f",
-            filled >> 20,
-            full_s,
-            backlog,
-            dropped,
-            counters["outbox_errors"],
-            counters["telemetry_error_dropped"],
-            {n: round(full_rates[n] / base_rates[n], 3) for n in full_rates},
-            len(burst),
-            drain_s,
-            {n: round(drain_rates[n] / base_rates[n], 3) for n in drain_rates},
-            rss_before,
-            rss_at_bound,
-            rss_during[-1],
-            rss_after,
-        )
+        figures = {
+            "filler_mib": filled >> 20,
+            "full_s": round(full_s, 1),
+            "backlog_events": backlog,
+            "ring_dropped": dropped,
+            "outbox_errors": counters["outbox_errors"],
+            "telemetry_rows_dropped": counters["telemetry_error_dropped"],
+            "tick_ratio_full": {n: round(full_rates[n] / base_rates[n], 3) for n in full_rates},
+            "drained_events": len(burst),
+            "drain_s": round(drain_s, 1),
+            "tick_ratio_draining": {
+                n: round(drain_rates[n] / base_rates[n], 3) for n in drain_rates
+            },
+            "rss_mib": {
+                "before": rss_before,
+                "at_bound": rss_at_bound,
+                "2s_later": rss_during[-1],
+                "after": rss_after,
+            },
+        }
+        print("\nstate_dir full:", json.dumps(figures))
     finally:
         app.stop(timeout=3.0)
 
