@@ -49,7 +49,6 @@ REPO = Path(__file__).resolve().parents[2]
 GENERIC = REPO / "firmware-configs" / "generic-x86.toml"
 BURST_HZ = 200.0
 BURST_PER_TICK = 10  # 2,000 events/s: past the 20,000-event backlog in about 10 s
-log = logging.getLogger(__name__)
 
 
 # -- a real, small file system ------------------------------------------------------------------
