@@ -336,14 +336,17 @@ class PluginHost:
                 raise ConfigError(
                     [(f"plugins[{name}].model", "cannot add or remove a model live", model_name)]
                 )
-            model = self._load(name, model_name)
-            staged.models[name] = model
-            runner.res.slot.check_compatible(model)
+            try:
+                model = self._load(name, model_name)
+                staged.models[name] = model
+                runner.res.slot.check_compatible(model)
+            except ModelError as exc:
+                raise model_key_error(name, model_name, exc) from exc
         if change.new.enabled and (runner is None or runner.state == "stopped"):
             params = staged.params.get(name, self._params[name])
             if runner is None:
                 staged.built.append(name)
-                runner = self._build(change.new, params)
+                runner = self._build_for_reload(change.new, params)
             else:
                 staged.old_params[name] = runner.params
                 runner.params = params
@@ -353,9 +356,17 @@ class PluginHost:
     def _stage_new_runner(self, pc: PluginConfig, staged: _Staged) -> None:
         self._classes[pc.name] = staged.classes[pc.name]
         staged.built.append(pc.name)
-        runner = self._build(pc, staged.params[pc.name])
+        runner = self._build_for_reload(pc, staged.params[pc.name])
         runner.setup()
         staged.launch.append(pc.name)
+
+    def _build_for_reload(self, pc: PluginConfig, params: PluginParams) -> PluginRunner:
+        """`_build`, with a model that cannot be loaded reported as the config key naming it."""
+        try:
+            return self._build(pc, params)
+        except ModelError as exc:
+            model_name = pc.model or self._classes[pc.name].default_model
+            raise model_key_error(pc.name, model_name, exc) from exc
 
     def _commit(self, config: AgentConfig, diff: ConfigDiff, staged: _Staged) -> None:
         for name in diff.removed:
@@ -428,6 +439,16 @@ class _Staged:
             host._discard([name])
             if name in self.classes:
                 host._classes.pop(name, None)
+
+
+def model_key_error(plugin: str, model_name: str | None, exc: ModelError) -> ConfigError:
+    """A reload's model failure as `plugins[<plugin>].model: <reason> (got <name>)`."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, ModelError) else exc
+    where = f" (in {cause.path})" if cause.path else ""
+    return ConfigError(
+        [(f"plugins[{plugin}].model", f"cannot use model: {cause.reason}{where}", model_name)],
+        source="reload",
+    )
 
 
 def effective_rate(pc: PluginConfig, cls: type[Plugin]) -> float:

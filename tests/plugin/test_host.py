@@ -269,8 +269,24 @@ def test_a_reload_failing_late_undoes_what_it_prepared(
             {"name": "wave", "model": "no_such_model"},
         ]
     )
-    with pytest.raises(ModelError, match="wave"):
+    # The model that cannot be loaded is named by its config key, like any bad config value.
+    with pytest.raises(ConfigError, match=r"plugins\[wave\]\.model: cannot use .*no_such_model"):
         host.reload(bad)
     assert [p["name"] for p in host.plugins()] == ["counter"]
     assert sorted(_engine_threads()) == ["loop-counter", "supervisor"]
     assert kit.ParamProbePlugin.seen == []  # prepared, never ticked
+
+
+def test_a_reload_to_a_missing_model_names_the_key_and_keeps_the_running_one(
+    start_host: Callable[..., PluginHost],
+) -> None:
+    host = start_host([{"name": "wave", "rate_hz": 100}])
+    running = host.model_slots()["wave"].model
+    bad = kit.make_config([{"name": "wave", "rate_hz": 50, "model": "no_such_model"}])
+    with pytest.raises(ConfigError) as caught:
+        host.reload(bad)
+    key, message, value = caught.value.errors[0]
+    assert (key, value) == ("plugins[wave].model", "no_such_model")
+    assert message.startswith("cannot use model: ") and "no_such_model" in message
+    assert host.model_slots()["wave"].model is running
+    assert host.plugins()[0]["rate_hz"] == 100.0 and host.plugins()[0]["state"] == "running"
