@@ -3,6 +3,9 @@
 On a terminal a compact live view (rich) shows rates, p99 tick time and lateness, overruns and
 states; otherwise a `key=value` summary line per plugin is logged periodically. SIGINT and
 SIGTERM stop everything within a second, exit code 0. A bad config exits 2, a start failure 1.
+SIGHUP (`systemctl reload`) re-reads the config file and applies it like the `config.reload`
+command; a file that is unreadable or invalid, or that the engine refuses, changes nothing and
+is logged as one error line naming the key path.
 Set EDGE_AGENT_DUMP_MODULES=FILE to have the sorted list of imported modules written there at
 exit (how the tests check that only the runtimes the models need were imported).
 """
@@ -48,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     setup_logging(config.logging)
     stop = _stop_on_signals()
+    reload = _reload_on_sighup()
     try:
         app = build_agent(config, config_path=args.config)
         app.start()
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         _report_ready(app)
-        _watch(app, stop, args)
+        _watch(app, stop, reload, args)
     finally:
         app.stop(timeout=1.0)
         _log_summary(app)
@@ -75,6 +79,43 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _reload_on_sighup() -> threading.Event:
+    # The handler only sets a flag: the reload runs on the main thread's next wake-up, never
+    # inside the signal handler (which may interrupt anything, a lock holder included).
+    reload = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        reload.set()
+
+    signal.signal(signal.SIGHUP, handler)
+    return reload
+
+
+def reload_config(app: Any, path: Path) -> dict[str, Any] | None:
+    """Re-read `path`, validate it and apply it as the `config.reload` command does; what
+    changed, or None when anything was wrong (then the config in force stays, and the error is
+    logged naming the key path)."""
+    from agent.config import load_config
+    from agent.errors import EdgeAgentError
+
+    log.info("reloading the config from %s", path)
+    try:
+        config = load_config(path)
+        sync = getattr(app, "sync", None)
+        if sync is not None:
+            result: dict[str, Any] = sync.apply_config(config)
+        else:
+            result = {"changed": app.host.reload(config), "restart_required": []}
+    except EdgeAgentError as exc:
+        log.error("config reload failed, config unchanged: %s", "; ".join(str(exc).splitlines()))
+        return None
+    except Exception:  # a bug in applying must not end the agent: the old config still runs
+        log.exception("config reload failed unexpectedly, config unchanged")
+        return None
+    log.info("config reloaded: %s", json.dumps(result, default=str, sort_keys=True))
+    return result
+
+
 def _report_ready(app: Any) -> None:
     from agent.engine.report import process_age_s
 
@@ -86,16 +127,19 @@ def _report_ready(app: Any) -> None:
         log.warning("not every loop ticked within 5 s of start")
 
 
-def _watch(app: Any, stop: threading.Event, args: argparse.Namespace) -> None:
+def _watch(
+    app: Any, stop: threading.Event, reload: threading.Event, args: argparse.Namespace
+) -> None:
     end = time.monotonic() + args.duration if args.duration is not None else None
     if sys.stdout.isatty():
-        _live_view(app, stop, end)
+        _live_view(app, stop, reload, args.config, end)
         return
     next_summary = time.monotonic() + args.summary_every
     while not stop.wait(_until(end, 0.1)):
         now = time.monotonic()
         if end is not None and now >= end:
             break
+        _reload_if_asked(app, reload, args.config)
         if now >= next_summary:
             _log_summary(app)
             next_summary = now + args.summary_every
@@ -107,13 +151,22 @@ def _until(end: float | None, step: float) -> float:
     return max(0.0, min(step, end - time.monotonic()))
 
 
-def _live_view(app: Any, stop: threading.Event, end: float | None) -> None:
+def _reload_if_asked(app: Any, reload: threading.Event, path: Path) -> None:
+    if reload.is_set():
+        reload.clear()  # before reading: a SIGHUP arriving meanwhile reloads once more
+        reload_config(app, path)
+
+
+def _live_view(
+    app: Any, stop: threading.Event, reload: threading.Event, path: Path, end: float | None
+) -> None:
     from rich.live import Live
 
     with Live(_table(app), refresh_per_second=4, transient=False) as live:
         while not stop.wait(_until(end, 0.25)):
             if end is not None and time.monotonic() >= end:
                 break
+            _reload_if_asked(app, reload, path)
             live.update(_table(app))
 
 

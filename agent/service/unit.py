@@ -22,6 +22,8 @@ After=network-online.target
 Type=notify
 NotifyAccess=main
 ExecStart={exec_path} run --config {config_path}
+# `systemctl reload`: re-read the config file; a bad one is logged and changes nothing.
+ExecReload=/bin/kill -HUP $MAINPID
 # The agent pings only while every loop ticks: a stuck loop gets the process restarted.
 WatchdogSec=10s
 Restart=on-failure

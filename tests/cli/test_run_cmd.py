@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,3 +122,97 @@ def test_a_plugin_that_cannot_start_exits_1(env: dict[str, str], tmp_path: Path)
     )
     assert out.returncode == 1
     assert "wave" in out.stderr and "no_such_model" in out.stderr
+
+
+# --- SIGHUP: re-read the config file, apply it, or keep the old one and say why --------------
+
+
+@pytest.fixture
+def restore_sighup() -> Iterator[None]:
+    """Put back pytest's own SIGHUP disposition after a test installs the agent's."""
+    previous = signal.getsignal(signal.SIGHUP)
+    yield
+    signal.signal(signal.SIGHUP, previous)
+
+
+@pytest.fixture
+def running_app(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
+    """An in-process agent (no MQTT) started from a config file, and that file."""
+    from agent.config import load_config
+    from agent.plugin.registry import PluginRegistry
+    from agent.service.compose import build_agent
+
+    path = _config(tmp_path, PLUGINS)
+    app = build_agent(
+        load_config(path), config_path=path, registry=PluginRegistry(extra=kit.PLUGINS)
+    )
+    app.start()
+    assert app.wait_ready(10)
+    yield app, path
+    app.stop(timeout=2.0)
+
+
+def _rates(app: Any) -> dict[str, float]:
+    return {p["name"]: p["rate_hz"] for p in app.host.plugins()}
+
+
+BAD_CONFIGS = {
+    "toml syntax": ("[[plugins]\nname = 'wave'\n", r"agent\.toml:\d+:\d+: TOML syntax error"),
+    "unknown key": (PLUGINS + "colour = 'red'\n", r"plugins\[counter\]\.colour: "),
+    "bad value": (
+        PLUGINS.replace("rate_hz = 100", "rate_hz = -5"),
+        r"plugins\[counter\]\.rate_hz: .*\(got -5\)",
+    ),
+    "missing model": (
+        PLUGINS.replace('name = "wave"', 'name = "wave"\nmodel = "no_such_model"'),
+        r"plugins\[wave\]\.model: cannot use model: .*\(got 'no_such_model'\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("flavour", [*BAD_CONFIGS, "deleted", "a directory"])
+def test_a_bad_config_on_reload_keeps_the_old_one_and_logs_the_key(
+    running_app: tuple[Any, Path], caplog: pytest.LogCaptureFixture, flavour: str
+) -> None:
+    from agent.cli.run_cmd import reload_config
+
+    app, path = running_app
+    before = _rates(app)
+    if flavour == "deleted":
+        path.unlink()
+        expected = r"agent\.toml: cannot read config file: No such file or directory"
+    elif flavour == "a directory":
+        path.unlink()
+        path.mkdir()
+        expected = r"agent\.toml: cannot read config file: Is a directory"
+    else:
+        body, expected = BAD_CONFIGS[flavour]
+        path.write_text(path.read_text().split("[[plugins]]")[0] + body.lstrip("\n"))
+    caplog.set_level(logging.INFO, logger="agent.run")
+    assert reload_config(app, path) is None
+    failed = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(failed) == 1 and "config reload failed, config unchanged" in failed[0]
+    assert re.search(expected, failed[0]), failed[0]
+    assert _rates(app) == before
+    assert all(p["state"] == "running" for p in app.host.plugins())
+
+
+def test_sighup_reloads_the_file_through_the_run_loop(
+    running_app: tuple[Any, Path], caplog: pytest.LogCaptureFixture, restore_sighup: None
+) -> None:
+    import argparse
+    import threading
+
+    from agent.cli import run_cmd
+
+    app, path = running_app
+    path.write_text(path.read_text().replace("rate_hz = 100", "rate_hz = 40"))
+    reload = run_cmd._reload_on_sighup()
+    os.kill(os.getpid(), signal.SIGHUP)  # handled between two bytecodes of this thread
+    assert reload.wait(5)
+    caplog.set_level(logging.INFO, logger="agent.run")
+    args = argparse.Namespace(config=path, duration=0.3, summary_every=3600.0)
+    run_cmd._watch(app, threading.Event(), reload, args)
+    assert not reload.is_set()
+    assert _rates(app) == {"wave": 200.0, "counter": 40.0}
+    assert any(r.getMessage().startswith("config reloaded: ") for r in caplog.records)
