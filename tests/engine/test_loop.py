@@ -130,8 +130,9 @@ def test_mail_errors_go_back_to_the_sender_and_the_loop_runs_on() -> None:
     loop = Loop("mailerr", lambda now: None, rate_hz=200.0)
     loop.start()
     try:
+        empty: dict[str, int] = {}
         with pytest.raises(KeyError):
-            loop.post(lambda: {}["missing"])
+            loop.post(lambda: empty["missing"])
         before = loop.ticks
         assert loop.post(lambda: 42) == 42
         time.sleep(0.05)

@@ -13,6 +13,7 @@ import engine_testkit as kit
 import pytest
 
 from agent.engine.supervisor import Backoff, OverrunWatch
+from agent.plugin.base import PluginContext
 from agent.plugin.host import PluginHost
 
 
@@ -58,7 +59,7 @@ def test_a_crashing_plugin_restarts_with_backoff_while_another_keeps_its_rate(
     setups: list[float] = []
     original_setup = kit.CrashyPlugin.setup
 
-    def timed_setup(self: kit.CrashyPlugin, ctx: kit.PluginContext) -> None:
+    def timed_setup(self: kit.CrashyPlugin, ctx: PluginContext) -> None:
         setups.append(time.monotonic())
         original_setup(self, ctx)
 

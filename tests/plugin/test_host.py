@@ -159,8 +159,12 @@ def test_model_swap_happens_between_ticks_without_skipping(
             old = host.swap_model("wave", model)
             assert slot.model is model
             old.close()
-        target = host.stats()["wave"]["ticks"] + 2
-        assert _until(lambda t=target: host.stats()["wave"]["ticks"] > t)
+        target: int = host.stats()["wave"]["ticks"] + 2
+
+        def ticked(t: int = target) -> bool:
+            return bool(host.stats()["wave"]["ticks"] > t)
+
+        assert _until(ticked)
         after = host.stats()["wave"]
         attempts.append(after["skipped"] - before["skipped"])
         if attempts[-1] == 0:

@@ -182,7 +182,7 @@ def test_an_unknown_plugin_names_the_known_ones() -> None:
 
 def test_classes_can_be_handed_in_directly() -> None:
     class Local(Plugin):
-        def setup(self, ctx: object) -> None:  # type: ignore[override]
+        def setup(self, ctx: object) -> None:
             pass
 
         def tick(self, now_ns: int) -> None:
