@@ -10,7 +10,7 @@ restart). Failures come in episodes: an episode starts with a crash and ends onc
 run `stable_s` without one (the backoff resets then). Within an episode the log gets the full
 traceback once per failure site and one line per further crash, and a `plugin_failed` event goes
 out on the 1st, 2nd, 4th, 8th, ... crash, so a storm of any length stays a few lines and events
-while `crashes`, `restarts` and `last_error` in status and metrics keep the exact count.
+while `crashes` and `restarts` (status and metrics) and `last_error` (status) keep it exact.
 """
 
 from __future__ import annotations
