@@ -30,11 +30,16 @@ class Notifier:
         return bool(self._addr)
 
     def send(self, **fields: str | int) -> bool:
-        """Send `KEY=value` lines (e.g. READY=1, STATUS=...); False when nobody listens."""
+        """Send `KEY=value` lines (e.g. READY=1, STATUS=...); False when nobody listens or the
+        listener's queue is full."""
         if not self._addr:
             return False
         if self._sock is None:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Non-blocking: a listener that stops reading (a hung service manager, a test) must
+            # cost a dropped notification, never a watchdog thread or a shutdown stuck in send.
+            self._sock = socket.socket(
+                socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+            )
         payload = "\n".join(f"{k}={v}" for k, v in fields.items()).encode()
         try:
             self._sock.sendto(payload, self._addr)

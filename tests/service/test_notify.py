@@ -31,6 +31,18 @@ def test_ready_status_stopping_reach_the_socket(notify_socket: tuple[socket.sock
     assert sock.recv(4096) == b"STOPPING=1"
 
 
+def test_a_listener_that_stops_reading_never_blocks_the_sender(
+    notify_socket: tuple[socket.socket, str],
+) -> None:
+    # Nobody reads: the socket's queue fills; sends then fail at once instead of hanging the
+    # watchdog thread (or a shutdown sending STOPPING=1).
+    _, path = notify_socket
+    n = Notifier({"NOTIFY_SOCKET": path})
+    results = [n.status("x" * 512) for _ in range(5000)]
+    assert results[0] and not results[-1]
+    assert not n.stopping()
+
+
 def test_without_systemd_notifier_is_a_no_op() -> None:
     n = Notifier({})
     assert not n.enabled
