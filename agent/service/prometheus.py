@@ -36,13 +36,25 @@ class AgentCollector:
             "Lateness against the deadline (us)",
             labels=["plugin", "quantile"],
         )
+        restarts = CounterMetricFamily(
+            "edge_agent_plugin_restarts", "Restarts after a failure", labels=["plugin"]
+        )
+        crashes = CounterMetricFamily(
+            "edge_agent_plugin_crashes", "Failed ticks or setups", labels=["plugin"]
+        )
+        up = GaugeMetricFamily(
+            "edge_agent_plugin_running", "1 while the plugin's loop runs", labels=["plugin"]
+        )
         for name, s in stats.items():
             ticks.add_metric([name], s.get("ticks", 0))
             overruns.add_metric([name], s.get("overruns", 0))
+            restarts.add_metric([name], s.get("restarts", 0))
+            crashes.add_metric([name], s.get("crashes", 0))
+            up.add_metric([name], 1.0 if s.get("state") == "running" else 0.0)
             for q in ("p50", "p99", "p999", "max"):
                 tick_us.add_metric([name, q], s["tick_us"].get(q, 0.0))
                 late_us.add_metric([name, q], s["lateness_us"].get(q, 0.0))
-        yield from (ticks, overruns, tick_us, late_us)
+        yield from (ticks, overruns, restarts, crashes, up, tick_us, late_us)
         yield from _histograms(self._app)
         sync = self._app.sync
         if sync is not None:

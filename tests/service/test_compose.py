@@ -42,6 +42,8 @@ def test_ready_watchdog_stopping_and_metrics(tmp_path: Path) -> None:
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
         assert b'edge_agent_ticks_total{plugin="counter"}' in body
         assert b'edge_agent_lateness_us{plugin="counter",quantile="p99"}' in body
+        assert b'edge_agent_plugin_running{plugin="counter"} 1.0' in body
+        assert b'edge_agent_plugin_crashes_total{plugin="counter"} 0.0' in body
         # Buckets, so a scraper can compute quantiles over a window (histogram_quantile).
         buckets = _buckets(body.decode(), "edge_agent_tick_seconds")
         assert [le for le, _ in buckets][-1] == float("inf")
