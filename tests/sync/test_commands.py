@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -209,7 +210,10 @@ def test_infer_errors_name_the_problem(agent: Agent) -> None:
     )
 
 
-def test_config_reload_applies_a_good_file_and_keeps_the_old_on_a_bad_one(agent: Agent) -> None:
+def test_config_reload_applies_a_good_file_and_keeps_the_old_on_a_bad_one(
+    agent: Agent, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="agent.sync.builtins")
     result = ok(agent.cmd("config.reload"))
     assert result["changed"]["changed"] == ["gen"]
     # The file's scheduler and reconnect settings differ from the running ones: reported, as
@@ -225,6 +229,12 @@ def test_config_reload_applies_a_good_file_and_keeps_the_old_on_a_bad_one(agent:
         error(reply, "invalid_config")
         assert any(d["key"] == "mqtt.port" for d in reply["error"]["details"])
         assert len(agent.engine.reloaded) == count  # nothing applied
+        # The journal says so too, naming the key, not only the reply.
+        assert any(
+            "config reload (remote) failed, config unchanged" in r.getMessage()
+            and "mqtt.port" in r.getMessage()
+            for r in caplog.records
+        )
         agent.cfg_file.write_text("this is [not toml")
         error(agent.cmd("config.reload"), "invalid_config")
     finally:
