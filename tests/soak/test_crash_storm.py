@@ -355,8 +355,13 @@ def _storm(
     print("status:", {k: row[k] for k in ("state", "restarts", "crashes", "last_error")})
     assert row["crashes"] >= crashes and row["restarts"] >= restarts
     assert row["last_error"].startswith("RuntimeError: storm crash")
+    # A restart follows its crash by the backoff delay: wait for a payload past both counts.
     metrics = probe.wait_payload(
-        f"{base}/metrics", lambda p: p["plugins"]["storm"]["crashes"] >= crashes
+        f"{base}/metrics",
+        lambda p: (
+            p["plugins"]["storm"]["crashes"] >= crashes
+            and p["plugins"]["storm"]["restarts"] >= restarts
+        ),
     )
     assert metrics["plugins"]["storm"]["restarts"] >= restarts
     events = probe.wait_payload(
