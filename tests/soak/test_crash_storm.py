@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+from soak_kit import all_plugins_config
 
 from agent.config.sections import AgentConfig
 from agent.engine.histogram import HistogramSnapshot
@@ -44,7 +45,6 @@ from sim.broker import Broker
 
 pytestmark = pytest.mark.soak
 
-ROOT = Path(__file__).resolve().parents[2]
 HEALTHY = ("smart_home", "energy", "robot")
 RATES = {"smart_home": 10.0, "energy": 50.0, "robot": 500.0}
 BACKOFF = (0.01, 0.04)
@@ -88,30 +88,14 @@ class StormPlugin(Plugin):
 
 
 def _config(broker: Broker, device_id: str, state_dir: Path) -> AgentConfig:
-    plugins: list[dict[str, Any]] = [
-        {"name": "smart_home", "rate_hz": 10, "model": "smart_home_comfort"},
-        {"name": "energy", "rate_hz": 50, "model": "energy_anomaly"},
-        {"name": "robot", "rate_hz": 500, "model": "robot_policy"},
-        {"name": "storm", "rate_hz": 100},
-    ]
-    return AgentConfig.model_validate(
-        {
-            "state_dir": str(state_dir),
-            "models_dir": str(ROOT / "models"),
-            "device": {"id": device_id, "board": "generic-x86"},
-            "runtime": {"accelerator": "cpu"},
-            "mqtt": {
-                "host": "127.0.0.1",
-                "port": broker.port,
-                "reconnect_min_s": 0.05,
-                "reconnect_max_s": 0.5,
-            },
-            "hal": {"backend": "sim", "sim_seed": 0},
-            "scheduler": {"metrics_s": 0.5, "telemetry_flush_s": 0.5},
-            "engine": {"restart_backoff_s": BACKOFF[0], "restart_backoff_max_s": BACKOFF[1]},
-            "service": {"watchdog": True},
-            "plugins": plugins,
-        }
+    return all_plugins_config(
+        broker.port,
+        device_id,
+        state_dir,
+        extra_plugins=[{"name": "storm", "rate_hz": 100}],
+        scheduler={"metrics_s": 0.5, "telemetry_flush_s": 0.5},
+        engine={"restart_backoff_s": BACKOFF[0], "restart_backoff_max_s": BACKOFF[1]},
+        service={"watchdog": True},
     )
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 import threading
 import time
 import uuid
@@ -27,23 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from soak_kit import all_plugins_config
 
-_SYNC_KIT = str(Path(__file__).resolve().parents[1] / "sync")
-if _SYNC_KIT not in sys.path:
-    sys.path.insert(0, _SYNC_KIT)
-
-from sync_fakes import agent_config  # noqa: E402
-
-from agent.config import load_config  # noqa: E402
-from agent.config.sections import AgentConfig  # noqa: E402
-from agent.service.app import AgentApp  # noqa: E402
-from agent.service.compose import build_agent  # noqa: E402
-from sim.throttle import Throttle  # noqa: E402
+from agent.config.sections import AgentConfig
+from agent.engine.report import rss_mb
+from agent.service.app import AgentApp
+from agent.service.compose import build_agent
+from sim.throttle import Throttle
 
 pytestmark = pytest.mark.soak
 
-REPO = Path(__file__).resolve().parents[2]
-GENERIC = REPO / "firmware-configs" / "generic-x86.toml"
 OUTBOX_MAX_BYTES = 64 * 1024  # the smallest bound the config accepts: reached within seconds
 KEEPALIVE_S = 30  # the default; the pause below stays under it, so the connection stays up
 SAMPLE_S = 0.25
@@ -56,18 +48,9 @@ loop held up by the link would lose most of its ticks."""
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def rss_mb() -> float:
-    """Resident memory of this process (agent, MQTT clients and test), MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def generic_config(port: int, device_id: str, state_dir: Path, **sections: Any) -> AgentConfig:
-    """generic-x86 (smart_home 10 Hz, energy 50 Hz, robot 500 Hz, sim HAL) against `port`, with
-    QoS 1 telemetry (so it goes through the outbox) and the given sections merged in."""
-    generic = load_config(GENERIC, env={})
+    """All plugins against `port`, with QoS 1 telemetry (so it goes through the outbox) and
+    the given sections merged in."""
     mqtt = {"telemetry_qos": 1, "keepalive": KEEPALIVE_S, **sections.pop("mqtt", {})}
     scheduler = {
         "telemetry_flush_s": 1.0,
@@ -76,19 +59,9 @@ def generic_config(port: int, device_id: str, state_dir: Path, **sections: Any) 
         "outbox_compaction_s": 600.0,
         **sections.pop("scheduler", {}),
     }
-    config: AgentConfig = agent_config(
-        port,
-        device_id,
-        state_dir,
-        models_dir=generic.models_dir,
-        runtime=generic.runtime.model_dump(),
-        hal=generic.hal.model_dump(),
-        plugins=[p.model_dump() for p in generic.plugins],
-        mqtt=mqtt,
-        scheduler=scheduler,
-        **sections,
+    return all_plugins_config(
+        port, device_id, state_dir, mqtt=mqtt, scheduler=scheduler, **sections
     )
-    return config
 
 
 @pytest.fixture

@@ -26,27 +26,20 @@ from typing import Any, ClassVar
 
 import pytest
 from pydantic import Field
+from soak_kit import GENERIC, all_plugins_config
 
-_SYNC_KIT = str(Path(__file__).resolve().parents[1] / "sync")
-if _SYNC_KIT not in sys.path:
-    sys.path.insert(0, _SYNC_KIT)
-
-from sync_fakes import agent_config  # noqa: E402
-
-from agent.config import load_config  # noqa: E402
-from agent.config.sections import AgentConfig  # noqa: E402
-from agent.plugin.base import Plugin, PluginContext, PluginParams  # noqa: E402
-from agent.plugin.registry import PluginRegistry  # noqa: E402
-from agent.service.app import AgentApp  # noqa: E402
-from agent.service.compose import build_agent, status_line  # noqa: E402
-from agent.sync import SyncService  # noqa: E402
-from agent.sync.outbox import Message, MessageClass, Outbox  # noqa: E402
-from sim.broker import Broker  # noqa: E402
+from agent.config.sections import AgentConfig
+from agent.engine.report import rss_mb
+from agent.plugin.base import Plugin, PluginContext, PluginParams
+from agent.plugin.registry import PluginRegistry
+from agent.service.app import AgentApp
+from agent.service.compose import build_agent, status_line
+from agent.sync import SyncService
+from agent.sync.outbox import Message, MessageClass, Outbox
+from sim.broker import Broker
 
 pytestmark = pytest.mark.soak
 
-REPO = Path(__file__).resolve().parents[2]
-GENERIC = REPO / "firmware-configs" / "generic-x86.toml"
 BURST_HZ = 200.0
 BURST_PER_TICK = 10  # 2,000 events/s: past the 20,000-event backlog in about 10 s
 
@@ -262,32 +255,16 @@ def _sink_main(argv: list[str]) -> int:
 def full_config(
     broker: Broker, device_id: str, state_dir: Path, *, burst: bool = True
 ) -> AgentConfig:
-    """generic-x86 (three plugins, sim HAL), with the burst plugin, QoS 1 telemetry, this broker."""
-    generic = load_config(GENERIC, env={})
-    plugins = [p.model_dump() for p in generic.plugins]
-    if burst:
-        plugins.append({"name": "burst", "rate_hz": BURST_HZ})
-    config: AgentConfig = agent_config(
+    """All plugins (and the burst plugin), QoS 1 telemetry, this broker."""
+    return all_plugins_config(
         broker.port,
         device_id,
         state_dir,
-        models_dir=generic.models_dir,
-        runtime=generic.runtime.model_dump(),
-        hal=generic.hal.model_dump(),
-        plugins=plugins,
+        extra_plugins=[{"name": "burst", "rate_hz": BURST_HZ}] if burst else [],
         # QoS 1 telemetry goes through the outbox too: what happens to it is part of the test.
         mqtt={"telemetry_qos": 1},
         scheduler={"outbox_compaction_s": 2.0, "metrics_s": 1.0},
     )
-    return config
-
-
-def rss_mb() -> float:
-    """Resident memory of this process (agent, broker client and test), MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def received_events(sink: EventSink) -> dict[str, list[dict[str, Any]]]:
@@ -381,8 +358,13 @@ def test_a_full_state_dir_is_reported_loops_keep_rate_and_nothing_uncounted_is_l
         assert counters["outbox_errors"] >= 1
         assert "outbox writes failing" in line
         errors = sync_records(caplog, logging.WARNING, records_before)
-        outbox_errors = [r for r in errors if r.name == "agent.sync.outbox"]
+        outbox_errors = [
+            r for r in errors if r.name == "agent.sync.outbox" and r.levelno >= logging.ERROR
+        ]
         assert len(outbox_errors) == 1, [r.getMessage() for r in errors]  # not one per retry
+        # A write may really succeed mid-episode (compaction truncates the WAL, freeing a few
+        # pages): that recovery is logged once, and the failure after it shares the first
+        # line's rate limit.
         assert len(errors) <= 2, [r.getMessage() for r in errors]
         assert not any(r.exc_info for r in errors), "a traceback instead of a report"
         # Events held in the bounded backlog, then left in the rings whose overflow is counted.
