@@ -13,8 +13,24 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+
+def operator_client(name: str) -> Any:
+    """A paho MQTT v5 client with a unique id starting with `name`, for operator-side tools
+    (fleet observer, soak ledger); the caller sets callbacks, connects and starts its loop."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    return mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"{name}-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv5,
+    )
+
 
 MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 

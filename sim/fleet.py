@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from sim.broker import Broker, free_port, mosquitto_path
+from agent.engine.report import rss_mb
+from sim.broker import Broker, free_port, mosquitto_path, operator_client
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLLOUT_MODEL = "energy_anomaly"
@@ -63,18 +64,12 @@ class FleetObserver:
     """An operator-side MQTT client: counts traffic, collects replies and statuses."""
 
     def __init__(self, host: str, port: int) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
         self._Properties = Properties
         self._PacketTypes = PacketTypes
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"fleet-observer-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv5,
-        )
+        self.client = operator_client("fleet-observer")
         self.messages = 0
         self.online: set[str] = set()
         self.replies: dict[str, dict[str, float]] = {}
@@ -139,13 +134,6 @@ class FleetObserver:
         """Disconnect."""
         self.client.loop_stop()
         self.client.disconnect()
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _edge_agent(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -272,7 +260,7 @@ def run_fleet(
                 succeeded = sum(
                     1 for d in outcome.get("devices", {}).values() if d.get("state") == "active"
                 )
-                rss = [_rss_mb(p.pid) for p in procs if p.poll() is None]
+                rss = [rss_mb(p.pid) for p in procs if p.poll() is None]
                 remaining = duration - (time.perf_counter() - started)
                 if remaining > 0:
                     time.sleep(remaining)

@@ -19,13 +19,12 @@ import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from sim.agentproc import AgentProcess, agent_config
-from sim.broker import Broker, free_port, mosquitto_path
+from sim.broker import Broker, free_port, mosquitto_path, operator_client
 
 RATES_HZ = {"smart_home": 10.0, "energy": 50.0, "robot": 500.0}
 DEVICE_ID = "soak-1"
@@ -35,8 +34,6 @@ class EventLedger:
     """A persistent-session MQTT client that records every event seq and counts telemetry."""
 
     def __init__(self, host: str, port: int, device_id: str) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
@@ -46,11 +43,7 @@ class EventLedger:
         self.telemetry = 0
         self.connects = 0
         self._lock = threading.Lock()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"soak-ledger-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv5,
-        )
+        self.client = operator_client("soak-ledger")
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         # The broker restarts under us: come back fast, and keep the session (and what it queued
