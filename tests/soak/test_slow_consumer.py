@@ -406,6 +406,18 @@ class Backend:
         self.client.loop_stop()
 
 
+def _phase(app: AgentApp, fast: Backend, seconds: float) -> tuple[dict[str, Any], dict[str, float]]:
+    """Run `seconds` as they are: the loops' window figures with the fast subscriber's receive
+    rate, and the sampled peaks."""
+    sampler = Sampler(app)
+    window = Window(app)
+    n0 = len(fast.payloads)
+    time.sleep(seconds)
+    figures = window.close()
+    figures["fast_received_per_s"] = round((len(fast.payloads) - n0) / figures["seconds"], 2)
+    return figures, sampler.stop()
+
+
 def test_b_slow_backend_subscribers_do_not_slow_the_agent(
     broker: Any,
     run_agent: Callable[[AgentConfig], AgentApp],
@@ -432,13 +444,7 @@ def test_b_slow_backend_subscribers_do_not_slow_the_agent(
         time.sleep(4.0)
 
         # Without a slow subscriber.
-        sampler = Sampler(app)
-        window = Window(app)
-        n0 = len(fast.payloads)
-        time.sleep(15.0)
-        alone = window.close()
-        alone["fast_received_per_s"] = round((len(fast.payloads) - n0) / alone["seconds"], 2)
-        peaks_alone = sampler.stop()
+        alone, peaks_alone = _phase(app, fast, 15.0)
 
         # With one that stopped acknowledging and one that stopped reading its socket (behind
         # a paused relay: its TCP connection is up, the broker's writes just stop draining).
@@ -450,13 +456,7 @@ def test_b_slow_backend_subscribers_do_not_slow_the_agent(
         # Past 100 unacknowledged messages each, the broker queues for them from here on.
         assert until(lambda: len(stalled_ack.withheld) >= 100, 40), len(stalled_ack.withheld)
         time.sleep(2.0)
-        sampler = Sampler(app)
-        window = Window(app)
-        n0 = len(fast.payloads)
-        time.sleep(15.0)
-        slowed = window.close()
-        slowed["fast_received_per_s"] = round((len(fast.payloads) - n0) / slowed["seconds"], 2)
-        peaks_slowed = sampler.stop()
+        slowed, peaks_slowed = _phase(app, fast, 15.0)
         withheld_then = len(stalled_ack.withheld)
         received_then = len(stalled_ack.payloads)
 
