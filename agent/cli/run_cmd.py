@@ -95,25 +95,24 @@ def reload_config(app: Any, path: Path) -> dict[str, Any] | None:
     """Re-read `path`, validate it and apply it as the `config.reload` command does; what
     changed, or None when anything was wrong (then the config in force stays, and the error is
     logged naming the key path)."""
-    from agent.config import load_config
+    from agent.config import AgentConfig, reload_from_file
     from agent.errors import EdgeAgentError
 
-    log.info("reloading the config from %s", path)
-    try:
-        config = load_config(path)
+    def apply(config: AgentConfig) -> dict[str, Any]:
         sync = getattr(app, "sync", None)
         if sync is not None:
             result: dict[str, Any] = sync.apply_config(config)
-        else:
-            result = {"changed": app.host.reload(config), "restart_required": []}
-    except EdgeAgentError as exc:
-        log.error("config reload failed, config unchanged: %s", "; ".join(str(exc).splitlines()))
-        return None
+            return result
+        return {"changed": app.host.reload(config), "restart_required": []}
+
+    log.info("reloading the config from %s", path)
+    try:
+        return reload_from_file(path, apply)
+    except EdgeAgentError:
+        return None  # logged, naming the key
     except Exception:  # a bug in applying must not end the agent: the old config still runs
         log.exception("config reload failed unexpectedly, config unchanged")
         return None
-    log.info("config reloaded: %s", json.dumps(result, default=str, sort_keys=True))
-    return result
 
 
 def _report_ready(app: Any) -> None:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from agent.config.loader import ENV_PREFIX, format_config, load_config, read_mqtt_password
+from agent.config.loader import (
+    ENV_PREFIX,
+    format_config,
+    load_config,
+    read_mqtt_password,
+    reload_from_file,
+)
 from agent.config.sections import AgentConfig, MqttConfig, PluginConfig, RuntimeConfig
 from agent.errors import ConfigError
 
@@ -16,4 +22,5 @@ __all__ = [
     "format_config",
     "load_config",
     "read_mqtt_password",
+    "reload_from_file",
 ]

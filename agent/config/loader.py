@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import logging
 import math
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from agent.config.errors import (
     model_of,
 )
 from agent.config.sections import CHECK_FILES, AgentConfig, MqttConfig
-from agent.errors import ConfigError
+from agent.errors import ConfigError, EdgeAgentError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,6 +38,8 @@ else:  # pragma: no cover - Python 3.10
 
 ENV_PREFIX = "EDGE_AGENT__"
 """Environment variables starting with this override single keys; `__` separates levels."""
+log = logging.getLogger(__name__)
+
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 """Set by systemd for a unit with LoadCredential=: the folder holding one file per credential."""
 _TOML_POSITION = re.compile(r"^(?P<msg>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)$")
@@ -88,6 +91,23 @@ def load_config(
     # Only built-in defaults can still be relative; anchor them like the file's own paths.
     effective = _resolve_paths(config.model_dump(), AgentConfig, base)
     return AgentConfig.model_validate(effective, context=context)
+
+
+def reload_from_file(
+    path: Path, apply: Callable[[AgentConfig], dict[str, Any]], *, remote: bool = False
+) -> dict[str, Any]:
+    """Load `path` and hand it to `apply` (SIGHUP and the `config.reload` command both do);
+    the outcome is logged once, a failure naming the bad key, then re-raised: the config in
+    force stays, and what the caller tells its requester is the caller's."""
+    origin = " (remote)" if remote else ""
+    try:
+        result = apply(load_config(path))
+    except EdgeAgentError as exc:
+        one_line = "; ".join(str(exc).splitlines())
+        log.error("config reload%s failed, config unchanged: %s", origin, one_line)
+        raise
+    log.info("config reloaded%s: %s", origin, json.dumps(result, default=str, sort_keys=True))
+    return result
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -6,8 +6,6 @@ None runs a shell or takes a path: plugins and models are addressed by name, and
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -17,11 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent import __version__
 from agent.config.sections import ID_PATTERN, AgentConfig
 from agent.engine.api import EngineControl
-from agent.errors import CommandError, EdgeAgentError
+from agent.errors import CommandError
 from agent.sync.commands import CommandRegistry, NoArgs
 from agent.sync.infer import ModelCache
-
-log = logging.getLogger(__name__)
 
 BUILTIN_COMMANDS = (
     "ping",
@@ -168,16 +164,9 @@ def register_builtins(registry: CommandRegistry, host: CommandHost) -> None:
         path = host.config_path
         if path is None:
             raise CommandError("no_config_file", "the agent was not started from a config file")
-        from agent.config import load_config
+        from agent.config import reload_from_file
 
-        # Logged as SIGHUP's reload is: the journal must show a remote reload and why it failed.
-        try:
-            result = host.apply_config(load_config(path))
-        except EdgeAgentError as exc:
-            log.error("config reload (remote) failed, config unchanged: %s", _one_line(exc))
-            raise
-        log.info("config reloaded (remote): %s", json.dumps(result, default=str, sort_keys=True))
-        return result
+        return reload_from_file(path, host.apply_config, remote=True)
 
     r = registry.register
     r("ping", ping, description="Liveness and round trip")
@@ -191,7 +180,3 @@ def register_builtins(registry: CommandRegistry, host: CommandHost) -> None:
     r("models.list", models_list, description="Models in the store and who uses them")
     r("infer", infer, InferArgs, description="Run a named model on given inputs")
     r("config.reload", reload, description="Re-read the config file; a bad one changes nothing")
-
-
-def _one_line(exc: Exception) -> str:
-    return "; ".join(str(exc).splitlines())

@@ -210,7 +210,7 @@ def test_sighup_reloads_the_file_through_the_run_loop(
     reload = run_cmd._reload_on_sighup()
     os.kill(os.getpid(), signal.SIGHUP)  # handled between two bytecodes of this thread
     assert reload.wait(5)
-    caplog.set_level(logging.INFO, logger="agent.run")
+    caplog.set_level(logging.INFO, logger="agent")
     args = argparse.Namespace(config=path, duration=0.3, summary_every=3600.0)
     run_cmd._watch(app, threading.Event(), reload, args)
     assert not reload.is_set()
