@@ -6,12 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.events import Event
 from agent.hal.sim import SimActuator, SimSensor, bind_device_check
+from agent.hal.simulator import Simulator
 from agent.plugin.base import Plugin, PluginContext
-from agent.plugin.channel import Event, OutputChannel
+from agent.plugin.channel import OutputChannel
 from agent.runtime.base import Model
 from agent.runtime.slot import ModelSlot
-from sim.base import Simulator
 
 
 @dataclass

@@ -1,16 +1,15 @@
 """One configured plugin under supervision: its resources, its loop and its restart policy.
 
 The runner owns what outlives a plugin instance (model slot, devices, output channel, params,
-histograms) and what a restart replaces (the plugin instance and its loop). Control calls from
-any thread are serialized by the runner's lock, which the loop thread never takes; whatever must
-happen between two ticks goes through the loop's mailbox.
+rate, histograms) and what a restart replaces (the plugin instance and its loop). It is the one
+owner of the plugin's params and rate in force: `apply` changes them, and hands them to the loop
+and the plugin in one mail between two ticks (the loop's period and `ctx.rate_hz` are copies
+written only there). Control calls from any thread are serialized by the runner's lock, which the
+loop thread never takes; whatever must happen between two ticks goes through the loop's mailbox.
 
 A restart reuses the model slot: a crash storm never reloads a model (no native memory per
-restart). Failures come in episodes: an episode starts with a crash and ends once the plugin has
-run `stable_s` without one (the backoff resets then). Within an episode the log gets the full
-traceback once per failure site and one line per further crash, and a `plugin_failed` event goes
-out on the 1st, 2nd, 4th, 8th, ... crash, so a storm of any length stays a few lines and events
-while `crashes` and `restarts` (status and metrics) and `last_error` (status) keep it exact.
+restart). Crashes come in episodes (agent/engine/crashes.py); the backoff resets when one ends,
+while `crashes` and `restarts` (status and metrics) and `last_error` (status) stay exact.
 """
 
 from __future__ import annotations
@@ -19,55 +18,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from agent.config.sections import EngineConfig
-from agent.engine.gc_slack import SlackCollector
+from agent.engine.crashes import CrashEpisodes
 from agent.engine.histogram import Histogram
 from agent.engine.loop import Loop
-from agent.engine.supervisor import Backoff, OverrunWatch
+from agent.engine.resources import LoopOptions, RunnerResources
+from agent.engine.supervisor import FIRST_TICK_GRACE_S, MIN_RATE_HZ, Backoff, OverrunWatch
 from agent.errors import ModelError, PluginError
-from agent.hal.base import Actuator, Sensor
 from agent.plugin.base import Plugin, PluginContext, PluginParams
-from agent.plugin.channel import OutputChannel
 from agent.runtime.base import Model
-from agent.runtime.slot import ModelSlot
 
 log = logging.getLogger(__name__)
-
-MIN_RATE_HZ = 0.1
-"""Overrun rate reduction never goes below this."""
-FIRST_TICK_GRACE_S = 1.0
-"""A fresh loop is not judged stuck before its first tick until it has run this long: after a
-restart, the new loop's counter may still equal what the crashed one had reached."""
-FAILED_EVENT = "plugin_failed"
-"""Event kind the host raises on the plugin's own channel when it crashes (tick or setup)."""
-
-FailureSite = tuple[str, str, int]
-"""Exception type, file and line where it was raised: what makes a traceback worth logging."""
-
-
-@dataclass
-class RunnerResources:
-    """What the host built for a plugin once: kept across restarts."""
-
-    slot: ModelSlot | None
-    sensors: dict[str, Sensor]
-    actuators: dict[str, Actuator]
-    channel: OutputChannel
-    model_name: str | None = None
-
-
-@dataclass
-class LoopOptions:
-    """How this plugin's loop runs."""
-
-    rate_hz: float
-    cpu_affinity: list[int] | None = None
-    realtime_priority: int | None = None
-    collector: SlackCollector | None = None
 
 
 class PluginRunner:
@@ -79,6 +42,7 @@ class PluginRunner:
         cls: type[Plugin],
         *,
         params: PluginParams,
+        rate_hz: float,
         resources: RunnerResources,
         options: LoopOptions,
         engine: EngineConfig,
@@ -87,14 +51,13 @@ class PluginRunner:
     ) -> None:
         self.name = name
         self.cls = cls
-        self.params = params
+        self._params = params
+        self._rate_hz = rate_hz
         self.res = resources
         self.options = options
-        self.configured_rate_hz = options.rate_hz
         self.engine = engine
         self.state = "stopped"
         self.restarts = 0
-        self.crashes = 0
         self.last_error: str | None = None
         self.overrun_reports = 0
         self.rate_reductions = 0
@@ -112,8 +75,17 @@ class PluginRunner:
         self._watch = OverrunWatch(engine.overrun_report_ratio, window_s=overrun_window_s)
         self._restart_at = 0.0
         self._started_at = 0.0
-        self._episode_crashes = 0
-        self._traced: set[FailureSite] = set()
+        self._crashes = CrashEpisodes()
+
+    @property
+    def params(self) -> PluginParams:
+        """The params in force (kept for restarts); changed only through `apply`."""
+        return self._params
+
+    @property
+    def rate_hz(self) -> float:
+        """The rate in force (maybe reduced for overruns); changed only through `apply`."""
+        return self._rate_hz
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -123,8 +95,8 @@ class PluginRunner:
             plugin = self.cls()
             self._ctx = ctx = PluginContext(
                 name=self.name,
-                rate_hz=self.options.rate_hz,
-                params=self.params,
+                rate_hz=self._rate_hz,
+                params=self._params,
                 model=self.res.slot,
                 sensors=self.res.sensors,
                 actuators=self.res.actuators,
@@ -145,7 +117,7 @@ class PluginRunner:
             self._loop = Loop(
                 self.name,
                 self._plugin.tick,
-                rate_hz=self.options.rate_hz,
+                rate_hz=self._rate_hz,
                 spin_us=self.engine.spin_us,
                 collector=self.options.collector,
                 cpu_affinity=self.options.cpu_affinity,
@@ -200,34 +172,45 @@ class PluginRunner:
                 return loop.post(fn, timeout)
             return fn()
 
-    def set_params(self, params: PluginParams, timeout: float = 2.0) -> None:
-        """Hand validated params to the plugin between two ticks; kept for later restarts."""
+    def apply(
+        self,
+        *,
+        params: PluginParams | None = None,
+        rate_hz: float | None = None,
+        timeout: float = 2.0,
+    ) -> None:
+        """Make `params` and/or `rate_hz` the ones in force, handed to a running plugin and its
+        loop in one mail between two ticks; a stopped plugin gets them at its next setup."""
         with self._lock:
-            plugin = self._plugin
-            if plugin is not None:
-                self.post(lambda: plugin.apply_params(params), timeout)
-            self.params = params
+            plugin, ctx, loop = self._plugin, self._ctx, self._loop
+            new_params = params if params is not None else self._params
+            new_rate = rate_hz if rate_hz is not None else self._rate_hz
 
-    def set_rate(self, rate_hz: float, timeout: float = 2.0) -> None:
-        """Tick at `rate_hz` from the next deadline on."""
+            def between_ticks() -> None:
+                # The plugin first: if it refuses the params, nothing else has changed.
+                if plugin is not None and params is not None:
+                    plugin.apply_params(params)
+                if ctx is not None:  # a plugin reading ctx sees the new values from now on
+                    ctx.params, ctx.rate_hz = new_params, new_rate
+                if loop is not None and rate_hz is not None:
+                    loop.set_rate(rate_hz)  # on the loop thread: applied at once, no mail
+
+            self.post(between_ticks, timeout)
+            self._params, self._rate_hz = new_params, new_rate
+            if rate_hz is not None:
+                self._watch.restart()
+
+    def reconfigure(self, engine: EngineConfig, options: LoopOptions | None = None) -> None:
+        """Engine settings and loop options for loops started from now on."""
         with self._lock:
-            ctx = self._ctx
-            loop = self._loop
+            self.engine = engine
+            if options is not None:
+                options.collector = self.options.collector
+                self.options = options
 
-            def tell_plugin() -> None:
-                # A plugin that reads ctx.rate_hz sees the new rate from the same tick on.
-                if ctx is not None:
-                    ctx.rate_hz = rate_hz
-
-            if loop is not None and loop.alive:
-                loop.set_rate(rate_hz, timeout, also=tell_plugin)
-            else:
-                tell_plugin()
-            self.options.rate_hz = rate_hz
-            self._watch.restart()
-
-    def swap_model(self, model: Model, timeout: float = 2.0) -> Model:
-        """Bind `model` to the slot off the loop, check it, activate it between two ticks."""
+    def swap_model(self, model: Model, timeout: float = 2.0, *, name: str | None = None) -> Model:
+        """Bind `model` to the slot off the loop, check it, activate it between two ticks;
+        `name` (when given) is the model name it now runs under."""
         with self._lock:
             slot = self.res.slot
             if slot is None:
@@ -239,6 +222,8 @@ class PluginRunner:
             if self._plugin is not None:
                 self._plugin.check_model(model)
             old: Model = self.post(lambda: slot.activate(model, fast), timeout)
+            if name is not None:
+                self.res.model_name = name
             return old
 
     # --- supervision -----------------------------------------------------------------------------
@@ -262,13 +247,12 @@ class PluginRunner:
             loop.error = None
             self._fail(now, error)
             return
-        if self._backoff.running_since(self._started_at, now) and self._episode_crashes:
+        if self._backoff.running_since(self._started_at, now) and self._crashes.in_episode:
             log.info(
                 "plugin %s: stable again after %d crashes (restart %d); backoff reset",
-                self.name, self._episode_crashes, self.restarts,
+                self.name, self._crashes.in_episode, self.restarts,
             )  # fmt: skip
-            self._episode_crashes = 0
-            self._traced.clear()
+            self._crashes.end()
         verdict = self._watch.update(now, loop.ticks, loop.overruns)
         if verdict is None:
             return
@@ -276,21 +260,21 @@ class PluginRunner:
             self.overrun_reports += 1
             log.warning(
                 "plugin %s keeps overrunning: %.1f %% of ticks over %.0f Hz deadlines",
-                self.name, self._watch.share * 100, self.options.rate_hz,
+                self.name, self._watch.share * 100, self._rate_hz,
             )  # fmt: skip
         self.overrunning = verdict
         if verdict and self.engine.overrun_reduce_rate:
             self._reduce_rate()
 
     def _reduce_rate(self) -> None:
-        new_rate = max(self.options.rate_hz / 2.0, MIN_RATE_HZ)
-        if new_rate >= self.options.rate_hz:
+        new_rate = max(self._rate_hz / 2.0, MIN_RATE_HZ)
+        if new_rate >= self._rate_hz:
             return
         log.warning(
             "plugin %s: rate reduced from %g Hz to %g Hz (engine.overrun_reduce_rate)",
-            self.name, self.options.rate_hz, new_rate,
+            self.name, self._rate_hz, new_rate,
         )  # fmt: skip
-        self.set_rate(new_rate)
+        self.apply(rate_hz=new_rate)
         self.rate_reductions += 1
 
     def _fail(self, now: float, error: BaseException) -> None:
@@ -302,19 +286,10 @@ class PluginRunner:
         delay = self._backoff.next_delay()
         self._restart_at = now + delay
         self.state = "backoff"
-        n = self._count_crash()
-        exc_info = self._trace_once(error)
-        if exc_info is not None:  # always so for the first crash of an episode
-            log.error(
-                "plugin %s: tick raised %s; restarting in %.2f s",
-                self.name, self.last_error, delay, exc_info=exc_info,
-            )  # fmt: skip
-        else:
-            log.error(
-                "plugin %s: tick raised %s (crash %d in a row); restarting in %.2f s",
-                self.name, self.last_error, n, delay,
-            )  # fmt: skip
-        self._report_failure("tick", delay)
+        self._crashes.record(
+            self.res.channel, error, phase="tick", message=self.last_error, delay=delay,
+            restarts=self.restarts,
+        )  # fmt: skip
 
     def _try_restart(self, now: float) -> None:
         try:
@@ -323,53 +298,16 @@ class PluginRunner:
             self.last_error = str(exc)
             delay = self._backoff.next_delay()
             self._restart_at = now + delay
-            n = self._count_crash()
-            exc_info = self._trace_once(exc.__cause__ or exc)
-            log.error(
-                "plugin %s: %s (crash %d in a row); next try in %.2f s",
-                self.name, exc, n, delay, exc_info=exc_info,
+            self._crashes.record(
+                self.res.channel, exc.__cause__ or exc, phase="setup", message=self.last_error,
+                delay=delay, restarts=self.restarts,
             )  # fmt: skip
-            self._report_failure("setup", delay)
             return
         self.launch()
         self.restarts += 1
         # One line per crash is enough: within an episode the restart itself is routine.
-        level = logging.INFO if self._episode_crashes <= 1 else logging.DEBUG
+        level = logging.INFO if self._crashes.in_episode <= 1 else logging.DEBUG
         log.log(level, "plugin %s restarted (restart %d)", self.name, self.restarts)
-
-    def _count_crash(self) -> int:
-        self.crashes += 1
-        self._episode_crashes += 1
-        return self._episode_crashes
-
-    def _trace_once(
-        self, error: BaseException
-    ) -> tuple[type[BaseException], BaseException, TracebackType | None] | None:
-        """exc_info for the log the first time this episode fails at this place, else None."""
-        site = failure_site(error)
-        if site in self._traced:
-            return None
-        self._traced.add(site)
-        return (type(error), error, error.__traceback__)
-
-    def _report_failure(self, phase: str, delay: float) -> None:
-        """Raise `plugin_failed` on the 1st, 2nd, 4th, 8th, ... crash of the episode."""
-        n = self._episode_crashes
-        if n & (n - 1):
-            return
-        # The plugin's loop has ended (or never started) and the runner's lock is held, so this
-        # thread is the channel's only producer right now, as its single-producer rule requires.
-        self.res.channel.event(
-            time.perf_counter_ns(),
-            FAILED_EVENT,
-            1.0,
-            phase=phase,
-            error=self.last_error,
-            crashes=n,
-            crashes_total=self.crashes,
-            restarts=self.restarts,
-            retry_in_s=round(delay, 3),
-        )
 
     def _end_loop(self, timeout: float) -> bool:
         loop = self._loop
@@ -418,20 +356,12 @@ class PluginRunner:
 
     def info(self) -> dict[str, Any]:
         """Name, state, rates, model, counters and the last error."""
-        ticks, overruns, skipped = self.counters()
         slot = self.res.slot
         return {
             "name": self.name,
-            "state": self.state,
-            "rate_hz": self.options.rate_hz,
-            "configured_rate_hz": self.configured_rate_hz,
+            **self._counts(),
             "model": self.res.model_name,
             "model_version": slot.model.version if slot is not None else None,
-            "ticks": ticks,
-            "overruns": overruns,
-            "skipped": skipped,
-            "restarts": self.restarts,
-            "crashes": self.crashes,
             "last_error": self.last_error,
             "overrunning": self.overrunning,
             "rate_reductions": self.rate_reductions,
@@ -439,28 +369,23 @@ class PluginRunner:
 
     def stats(self) -> dict[str, Any]:
         """Tick time and lateness percentiles in microseconds, with the counters."""
-        ticks, overruns, skipped = self.counters()
         return {
             "tick_us": self.tick_hist.snapshot().summary_us(),
             "lateness_us": self.late_hist.snapshot().summary_us(),
+            **self._counts(),
+        }
+
+    def _counts(self) -> dict[str, Any]:
+        ticks, overruns, skipped = self.counters()
+        return {
+            "state": self.state,
+            "rate_hz": self._rate_hz,
             "ticks": ticks,
             "overruns": overruns,
             "skipped": skipped,
-            "rate_hz": self.options.rate_hz,
-            "state": self.state,
             "restarts": self.restarts,
-            "crashes": self.crashes,
+            "crashes": self._crashes.total,
         }
-
-
-def failure_site(error: BaseException) -> FailureSite:
-    """Where `error` was raised: its type and the innermost frame's file and line."""
-    tb = error.__traceback__
-    if tb is None:
-        return (type(error).__name__, "", 0)
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return (type(error).__name__, tb.tb_frame.f_code.co_filename, tb.tb_lineno)
 
 
 def _quiet_teardown(name: str, plugin: Plugin) -> None:

@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 
 GC_FALLBACK_FACTOR = 20
 """Collect from the supervisor when gen-0 holds this many thresholds' worth of objects."""
+MIN_RATE_HZ = 0.1
+"""Overrun rate reduction never goes below this."""
+FIRST_TICK_GRACE_S = 1.0
+"""A fresh loop is not judged stuck before its first tick until it has run this long: after a
+restart, the new loop's counter may still equal what the crashed one had reached."""
 
 
 class Backoff:

@@ -8,7 +8,7 @@ import time
 
 from agent.errors import HalError
 from agent.hal.base import Actuator, ActuatorSpec, Buffer, HalBackend, Sensor, SensorSpec
-from sim.base import Simulator
+from agent.hal.simulator import Simulator
 
 
 class SimSensor(Sensor):

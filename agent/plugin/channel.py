@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from agent.events import Event
+
 _OFFSET_READ_MAX_NS = 50_000
 """A wall-offset reading whose bracketing perf_counter reads are further apart is discarded."""
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """An event a plugin raised: what, when (wall clock, ns) and how strongly."""
-
-    plugin: str
-    kind: str
-    ts_ns: int
-    score: float
-    data: dict[str, Any] = field(default_factory=dict)
 
 
 class OutputChannel:

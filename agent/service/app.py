@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from agent.config.sections import AgentConfig
+from agent.engine.host import PluginHost
 from agent.hal import Hal, HalBackend
-from agent.plugin.host import PluginHost
 from agent.plugin.registry import PluginRegistry
 
 log = logging.getLogger(__name__)

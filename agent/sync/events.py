@@ -18,7 +18,8 @@ import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from agent.plugin.channel import Event, OutputChannel
+from agent.events import Event
+from agent.plugin.channel import OutputChannel
 from agent.sync.outbox import Message, MessageClass, Outbox, OutboxError
 from agent.sync.payloads import event_payload
 

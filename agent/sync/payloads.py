@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agent.plugin.channel import Event
+from agent.events import Event
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 MAX_TELEMETRY_ROWS = 500

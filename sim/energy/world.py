@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from agent.errors import HalError
 from agent.hal.base import ActuatorSpec, SensorSpec
-from sim.base import Simulator
+from agent.hal.simulator import Simulator
 from sim.energy import appliances as ap
 from sim.energy.schedule import (
     EV_DAILY,

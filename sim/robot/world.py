@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.hal.base import ActuatorSpec, SensorSpec
-from sim.base import Simulator
+from agent.hal.simulator import Simulator
 from sim.robot.geometry import (
     FAR_AWAY,
     Layout,

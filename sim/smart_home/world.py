@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.hal.base import ActuatorSpec, SensorSpec
-from sim.base import Simulator
+from agent.hal.simulator import Simulator
 from sim.smart_home.house import DT, N_ROOMS, ROOMS, Behaviour, Climate, Houses
 
 _R = (N_ROOMS,)

@@ -16,13 +16,13 @@ import numpy.typing as npt
 from pydantic import Field
 
 from agent.config.sections import AgentConfig, RuntimeConfig
+from agent.engine.host import PluginHost
 from agent.hal import Hal
 from agent.hal.base import ActuatorSpec, SensorSpec
+from agent.hal.simulator import Simulator
 from agent.plugin.base import Plugin, PluginContext, PluginParams
-from agent.plugin.host import PluginHost
 from agent.plugin.registry import PluginRegistry
 from agent.runtime.base import Model
-from sim.base import Simulator
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"

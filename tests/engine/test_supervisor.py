@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 import engine_testkit as kit
 import pytest
 
+from agent.engine.host import PluginHost
 from agent.engine.supervisor import Backoff, OverrunWatch
 from agent.plugin.base import PluginContext
-from agent.plugin.host import PluginHost
 
 
 def test_backoff_doubles_up_to_the_maximum_and_resets_after_a_stable_run() -> None:

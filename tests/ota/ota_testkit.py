@@ -141,8 +141,8 @@ class Agent:
     """A whole device for the MQTT tests: engine (one wave plugin), sync service, OTA over MQTT."""
 
     def __init__(self, config: AgentConfig) -> None:
+        from agent.engine.host import PluginHost
         from agent.ota import OtaMqttAdapter, OtaService, recover
-        from agent.plugin.host import PluginHost
         from agent.plugin.registry import PluginRegistry
         from agent.sync import SyncService
 

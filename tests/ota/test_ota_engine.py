@@ -10,9 +10,9 @@ import pytest
 from ota_testkit import NAME, SLOW, V1_1, W32, WavePlugin, feed, make_config, pack
 
 from agent.config.sections import AgentConfig, PluginConfig
+from agent.engine.host import PluginHost
 from agent.errors import CommandError
 from agent.ota import OtaService
-from agent.plugin.host import PluginHost
 from agent.plugin.registry import PluginRegistry
 from agent.runtime.base import Model
 

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from agent.plugin.channel import Event
+from agent.events import Event
 from agent.sync.payloads import clean, event_payload, telemetry_payloads
 from agent.sync.topics import Topics
 

@@ -6,6 +6,11 @@ all their setups, then enter the real-time process mode (GIL switch interval, he
 moved into the loops' slack: agent/engine/process.py, gc_slack.py), then start the loops and the
 supervisor. Any error at start is raised (PluginError, ConfigError, ModelError,
 HalError) naming the plugin; once running, a failing plugin is restarted, never fatal.
+
+One owner per fact: a built plugin's params and rate in force belong to its `PluginRunner`
+(changed through `PluginRunner.apply`); the host keeps params only for plugins not built yet, and
+the configured rate is read from the config. A reload stages everything that can fail, then
+commits (undoing the staging on any error): agent/engine/staging.py.
 """
 
 from __future__ import annotations
@@ -15,20 +20,21 @@ import threading
 import time
 from typing import Any
 
-from pydantic import ValidationError
-
 from agent.config.sections import AgentConfig, PluginConfig
 from agent.engine.histogram import HistogramSnapshot
 from agent.engine.models import ModelLoader, store_loader
 from agent.engine.process import RealtimeMode
-from agent.engine.reload import ConfigDiff, PluginChange, diff_configs
-from agent.engine.runner import LoopOptions, PluginRunner, RunnerResources
+from agent.engine.reload import diff_configs
+from agent.engine.resources import LoopOptions, RunnerResources
+from agent.engine.runner import PluginRunner
+from agent.engine.staging import Reload
 from agent.engine.supervisor import Supervisor
-from agent.errors import ConfigError, ModelError, PluginError
+from agent.errors import ModelError, PluginError
 from agent.hal import Hal
 from agent.plugin.base import Plugin, PluginParams
 from agent.plugin.channel import OutputChannel
 from agent.plugin.registry import PluginRegistry
+from agent.plugin.settings import effective_rate, validate_params
 from agent.runtime.base import Model
 from agent.runtime.slot import ModelSlot
 
@@ -57,7 +63,8 @@ class PluginHost:
         self._overrun_window_s = overrun_window_s
         self._lock = threading.RLock()
         self._classes: dict[str, type[Plugin]] = {}
-        self._params: dict[str, PluginParams] = {}
+        self._unbuilt_params: dict[str, PluginParams] = {}
+        """Params of configured plugins that have no runner; a runner owns its plugin's."""
         self._runners: dict[str, PluginRunner] = {}
         self._supervisor = Supervisor(
             lambda: list(self._runners.values()),
@@ -75,13 +82,13 @@ class PluginHost:
             if self.started:
                 return
             for pc in self.config.plugins:
-                self._classes[pc.name] = self.registry.load(pc.name)
-                self._params[pc.name] = validate_params(pc.name, self._classes[pc.name], pc.params)
+                self._classes[pc.name] = cls = self.registry.load(pc.name)
+                self._unbuilt_params[pc.name] = validate_params(pc.name, cls, pc.params)
             enabled = [pc for pc in self.config.plugins if pc.enabled]
             ready: list[PluginRunner] = []
             try:
                 for pc in enabled:
-                    runner = self._build(pc, self._params[pc.name])
+                    runner = self._build(pc, self._unbuilt_params[pc.name])
                     runner.setup()
                     ready.append(runner)
             except BaseException:
@@ -96,7 +103,7 @@ class PluginHost:
             self.started = True
             log.info(
                 "engine started: %s",
-                ", ".join(f"{r.name}@{r.options.rate_hz:g}Hz" for r in ready) or "no plugins",
+                ", ".join(f"{r.name}@{r.rate_hz:g}Hz" for r in ready) or "no plugins",
             )
 
     def stop(self, timeout: float = 1.0) -> None:
@@ -144,20 +151,17 @@ class PluginHost:
             pc.name,
             cls,
             params=params,
+            rate_hz=effective_rate(pc, cls),
             resources=RunnerResources(
                 slot, sensors, actuators, OutputChannel(pc.name, cls.telemetry_fields), model_name
             ),
-            options=LoopOptions(
-                rate_hz=effective_rate(pc, cls),
-                cpu_affinity=pc.cpu_affinity,
-                realtime_priority=pc.realtime_priority,
-                collector=self._mode.collector,
-            ),
+            options=LoopOptions(pc.cpu_affinity, pc.realtime_priority, self._mode.collector),
             engine=self.config.engine,
             stable_s=self._stable_s,
             overrun_window_s=self._overrun_window_s,
         )
         self._runners[pc.name] = runner
+        self._unbuilt_params.pop(pc.name, None)  # the runner owns them from now on
         return runner
 
     def _load(self, plugin: str, model_name: str) -> Model:
@@ -171,6 +175,7 @@ class PluginHost:
             runner = self._runners.pop(name, None)
             if runner is None:
                 continue
+            self._unbuilt_params[name] = runner.params  # dropped with the config entry, if any
             if runner.res.slot is not None:
                 runner.res.slot.model.close()
             self.hal.release(name)
@@ -182,7 +187,11 @@ class PluginHost:
         pc = self._plugin_config(name)
         if not build:
             raise PluginError(f"plugin {name!r} is not running")
-        return self._build(pc, self._params[pc.name])
+        return self._build(pc, self._unbuilt_params[pc.name])
+
+    def _params_of(self, name: str) -> PluginParams:
+        runner = self._runners.get(name)
+        return runner.params if runner is not None else self._unbuilt_params[name]
 
     def _plugin_config(self, name: str) -> PluginConfig:
         for pc in self.config.plugins:
@@ -199,15 +208,17 @@ class PluginHost:
         out: list[dict[str, Any]] = []
         for pc in self.config.plugins:
             runner = self._runners.get(pc.name)
-            if runner is not None:
-                out.append(runner.info())
-                continue
             cls = self._classes.get(pc.name)
+            configured = effective_rate(pc, cls) if cls is not None else pc.rate_hz
+            if runner is not None:
+                out.append({**runner.info(), "configured_rate_hz": configured})
+                continue
             out.append(
                 {
                     "name": pc.name,
                     "state": "stopped",
-                    "rate_hz": effective_rate(pc, cls) if cls is not None else pc.rate_hz,
+                    "rate_hz": configured,
+                    "configured_rate_hz": configured,
                     "model": pc.model or (cls.default_model if cls is not None else None),
                     "model_version": None,
                     "ticks": 0,
@@ -243,12 +254,13 @@ class PluginHost:
         with self._lock:
             self._plugin_config(name)
             cls = self._classes[name]
-            merged = {**self._params[name].model_dump(), **params}
+            merged = {**self._params_of(name).model_dump(), **params}
             new = validate_params(name, cls, merged)
             runner = self._runners.get(name)
             if runner is not None:
-                runner.set_params(new)
-            self._params[name] = new
+                runner.apply(params=new)
+            else:
+                self._unbuilt_params[name] = new
             return new.model_dump(mode="json")
 
     def stats(self) -> dict[str, dict[str, Any]]:
@@ -297,8 +309,7 @@ class PluginHost:
         returns what changed. On any error nothing changes and the error is raised."""
         with self._lock:
             diff = diff_configs(self.config, config)
-            staged = self._stage(diff)
-            self._commit(config, diff, staged)
+            Reload(self, diff).run(config)
             return {
                 "added": [p.name for p in diff.added],
                 "removed": diff.removed,
@@ -306,164 +317,3 @@ class PluginHost:
                 "engine": "applies to loops started from now on" if diff.engine_changed else None,
                 "restart_required": diff.restart_required,
             }
-
-    # --- reload in two steps: stage everything that can fail, then commit ---------------------
-
-    def _stage(self, diff: ConfigDiff) -> _Staged:
-        staged = _Staged()
-        try:
-            for pc in diff.added:
-                staged.classes[pc.name] = cls = self.registry.load(pc.name)
-                staged.params[pc.name] = validate_params(pc.name, cls, pc.params)
-            for name, change in diff.changed.items():
-                self._stage_change(name, change, staged)
-            for pc in diff.added:
-                if pc.enabled:
-                    self._stage_new_runner(pc, staged)
-        except BaseException:
-            staged.undo(self)
-            raise
-        return staged
-
-    def _stage_change(self, name: str, change: PluginChange, staged: _Staged) -> None:
-        cls = self._classes[name]
-        if "params" in change.fields:
-            staged.params[name] = validate_params(name, cls, change.new.params)
-        runner = self._runners.get(name)
-        if "model" in change.fields and runner is not None:
-            model_name = change.new.model or cls.default_model
-            if model_name is None or runner.res.slot is None:
-                raise ConfigError(
-                    [(f"plugins[{name}].model", "cannot add or remove a model live", model_name)]
-                )
-            try:
-                model = self._load(name, model_name)
-                staged.models[name] = model
-                runner.res.slot.check_compatible(model)
-            except ModelError as exc:
-                raise model_key_error(name, model_name, exc) from exc
-        if change.new.enabled and (runner is None or runner.state == "stopped"):
-            params = staged.params.get(name, self._params[name])
-            if runner is None:
-                staged.built.append(name)
-                runner = self._build_for_reload(change.new, params)
-            else:
-                staged.old_params[name] = runner.params
-                runner.params = params
-            runner.setup()
-            staged.launch.append(name)
-
-    def _stage_new_runner(self, pc: PluginConfig, staged: _Staged) -> None:
-        self._classes[pc.name] = staged.classes[pc.name]
-        staged.built.append(pc.name)
-        runner = self._build_for_reload(pc, staged.params[pc.name])
-        runner.setup()
-        staged.launch.append(pc.name)
-
-    def _build_for_reload(self, pc: PluginConfig, params: PluginParams) -> PluginRunner:
-        """`_build`, with a model that cannot be loaded reported as the config key naming it."""
-        try:
-            return self._build(pc, params)
-        except ModelError as exc:
-            model_name = pc.model or self._classes[pc.name].default_model
-            raise model_key_error(pc.name, model_name, exc) from exc
-
-    def _commit(self, config: AgentConfig, diff: ConfigDiff, staged: _Staged) -> None:
-        for name in diff.removed:
-            runner = self._runners.get(name)
-            if runner is not None:
-                runner.stop()
-            self._discard([name])
-            self._classes.pop(name, None)
-            self._params.pop(name, None)
-        self.config = config
-        self._classes.update(staged.classes)
-        self._params.update(staged.params)
-        for runner in self._runners.values():
-            runner.engine = config.engine
-        for pc in diff.added:
-            if pc.name in staged.launch:
-                self._runners[pc.name].launch()
-        for name, change in diff.changed.items():
-            self._commit_change(name, change, staged)
-        log.info(
-            "config reloaded: %d added, %d removed, %d changed",
-            len(diff.added), len(diff.removed), len(diff.changed),
-        )  # fmt: skip
-
-    def _commit_change(self, name: str, change: PluginChange, staged: _Staged) -> None:
-        runner = self._runners.get(name)
-        if runner is None:
-            return  # disabled and never built: the new config is all there is to change
-        cls = self._classes[name]
-        runner.options.cpu_affinity = change.new.cpu_affinity
-        runner.options.realtime_priority = change.new.realtime_priority
-        if "rate_hz" in change.fields:
-            runner.configured_rate_hz = effective_rate(change.new, cls)
-            runner.set_rate(runner.configured_rate_hz)
-        if name in staged.params:
-            runner.set_params(staged.params[name])
-        if name in staged.models:
-            runner.res.model_name = change.new.model or cls.default_model
-            runner.swap_model(staged.models[name]).close()
-        if name in staged.launch:
-            runner.launch()
-        elif not change.new.enabled:
-            runner.stop()
-        elif change.needs_restart and runner.state == "running":
-            runner.restart()
-
-
-class _Staged:
-    """What a reload prepared before changing anything: undone if any step fails."""
-
-    def __init__(self) -> None:
-        self.classes: dict[str, type[Plugin]] = {}
-        self.params: dict[str, PluginParams] = {}
-        self.old_params: dict[str, PluginParams] = {}
-        self.models: dict[str, Model] = {}
-        self.built: list[str] = []
-        self.launch: list[str] = []
-
-    def undo(self, host: PluginHost) -> None:
-        """Close loaded models, tear down what was set up, drop runners built for the reload."""
-        for model in self.models.values():
-            model.close()
-        for name in self.launch:
-            runner = host._runners.get(name)
-            if runner is not None:
-                runner.stop(0.0)
-        for name, params in self.old_params.items():
-            host._runners[name].params = params
-        for name in self.built:
-            host._discard([name])
-            if name in self.classes:
-                host._classes.pop(name, None)
-
-
-def model_key_error(plugin: str, model_name: str | None, exc: ModelError) -> ConfigError:
-    """A reload's model failure as `plugins[<plugin>].model: <reason> (got <name>)`."""
-    cause = exc.__cause__ if isinstance(exc.__cause__, ModelError) else exc
-    where = f" (in {cause.path})" if cause.path else ""
-    return ConfigError(
-        [(f"plugins[{plugin}].model", f"cannot use model: {cause.reason}{where}", model_name)],
-        source="reload",
-    )
-
-
-def effective_rate(pc: PluginConfig, cls: type[Plugin]) -> float:
-    """The configured rate when the config sets one, else the plugin's default rate."""
-    return pc.rate_hz if "rate_hz" in pc.model_fields_set else cls.default_rate_hz
-
-
-def validate_params(name: str, cls: type[Plugin], data: dict[str, Any]) -> PluginParams:
-    """The plugin's params model over `data`; ConfigError naming `plugins[name].params.key`."""
-    try:
-        return cls.Params.model_validate(data)
-    except ValidationError as exc:
-        errors: list[tuple[str, str, object]] = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            path = f"plugins[{name}].params" + (f".{key}" if key else "")
-            errors.append((path, err["msg"], err.get("input")))
-        raise ConfigError(errors, source="params") from None

@@ -1,4 +1,4 @@
-"""The simulator seam: a world stepped at a fixed dt, read and driven like hardware."""
+"""The simulator seam: a world stepped at a fixed dt, read and driven like hardware (sim HAL)."""
 
 from __future__ import annotations
 

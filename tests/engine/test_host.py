@@ -11,9 +11,9 @@ import engine_testkit as kit
 import pytest
 
 from agent.engine.api import EngineControl
+from agent.engine.host import PluginHost
 from agent.errors import ConfigError, ModelError, PluginError
 from agent.hal.sim import SimHal
-from agent.plugin.host import PluginHost
 from agent.runtime.base import Model
 from agent.runtime.manifest import load_manifest
 
