@@ -70,8 +70,8 @@ def _bench_sync(broker: str | None) -> dict[str, Any]:
     """Sync figures against the given broker, or a private Mosquitto started for the run."""
     import tempfile
 
+    from agent.bench.broker import Broker, free_port, mosquitto_path
     from agent.bench.sync import bench_sync
-    from sim.broker import Broker, free_port, mosquitto_path
 
     if broker is not None:
         host, _, port = broker.rpartition(":")

@@ -31,6 +31,8 @@ import numpy as np
 from agent.config.sections import AgentConfig, HalDeviceConfig
 from agent.errors import HalError
 from agent.hal.base import Actuator, ActuatorSpec, Buffer, HalBackend, Sensor, SensorSpec
+
+# TODO(lead): agent.transport (the seam moves there on the sync branch)
 from agent.sync.base import InboundMessage, Transport
 
 log = logging.getLogger(__name__)

@@ -31,6 +31,8 @@ from typing import Any
 
 from agent.errors import CommandError
 from agent.ota.service import OtaService
+
+# TODO(lead): agent.transport (the seam moves there on the sync branch)
 from agent.sync.base import InboundMessage, Transport
 
 log = logging.getLogger(__name__)
