@@ -38,13 +38,21 @@ class HalError(EdgeAgentError):
     """A HAL device is unknown, misconfigured or unreachable."""
 
 
-class UpdateRejected(EdgeAgentError):
-    """An over-the-air model update was refused; `reason` says why."""
+class OtaError(EdgeAgentError):
+    """An over-the-air update or rollback failed; `code` (e.g. `busy`, `no_previous`) names the
+    case for a remote reply, `reason` says why."""
 
-    def __init__(self, reason: str, *, code: str = "rejected") -> None:
+    def __init__(self, reason: str, *, code: str) -> None:
         self.reason = reason
         self.code = code
         super().__init__(reason)
+
+
+class UpdateRejected(OtaError):
+    """An over-the-air model update was refused; `reason` says why."""
+
+    def __init__(self, reason: str, *, code: str = "rejected") -> None:
+        super().__init__(reason, code=code)
 
 
 class CommandError(EdgeAgentError):

@@ -99,8 +99,8 @@ def _verify(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from agent.config import load_config
     from agent.errors import ConfigError, ModelError
+    from agent.runtime.folders import ModelStore
     from agent.runtime.loader import load_model
-    from agent.runtime.store import ModelStore
 
     try:
         # Board files name TLS and key files that exist on the board, not on this machine.
@@ -131,7 +131,7 @@ def _spec_row(role: str, index: int, spec: Any) -> tuple[object, ...]:
 
 
 def _store(config: Path | None, directory: Path | None) -> Any:
-    from agent.runtime.store import ModelStore
+    from agent.runtime.folders import ModelStore
 
     if config is None:
         return ModelStore(directory or DEFAULT_DIR, None)

@@ -16,8 +16,8 @@ def store_loader(config: AgentConfig) -> ModelLoader:
 
     def load(name: str) -> Model:
         # Imported here: the loader imports only the runtime the chosen file needs.
+        from agent.runtime.folders import ModelStore
         from agent.runtime.loader import load_model
-        from agent.runtime.store import ModelStore
 
         folder = ModelStore(config.models_dir, config.state_dir).resolve(name)
         return load_model(folder, config.runtime)

@@ -19,11 +19,6 @@ log = logging.getLogger(__name__)
 
 GC_FALLBACK_FACTOR = 20
 """Collect from the supervisor when gen-0 holds this many thresholds' worth of objects."""
-MIN_RATE_HZ = 0.1
-"""Overrun rate reduction never goes below this."""
-FIRST_TICK_GRACE_S = 1.0
-"""A fresh loop is not judged stuck before its first tick until it has run this long: after a
-restart, the new loop's counter may still equal what the crashed one had reached."""
 
 
 class Backoff:
@@ -77,6 +72,13 @@ class OverrunWatch:
             return None
         self.share = (overruns - over0) / done
         return self.share > self.ratio
+
+
+MIN_RATE_HZ = 0.1
+"""Overrun rate reduction never goes below this."""
+FIRST_TICK_GRACE_S = 1.0
+"""A fresh loop is not judged stuck before its first tick until it has run this long: after a
+restart, the new loop's counter may still equal what the crashed one had reached."""
 
 
 class Supervised(Protocol):

@@ -17,10 +17,10 @@ if TYPE_CHECKING:
     from agent.ota.bundle import Bundle, pack_bundle
     from agent.ota.envelope import SignedUpdate, UpdateBody, verify_envelope
     from agent.ota.keys import TrustedKeys, generate_keypair, load_private_key, load_public_key
-    from agent.ota.mqtt import OtaMqttAdapter, OtaTopics
+    from agent.ota.mqtt import OtaMqttAdapter
     from agent.ota.receiver import OtaReceiver
     from agent.ota.service import OtaService, RollbackArgs
-    from agent.ota.versions import active_model_dir, recover
+    from agent.ota.versions import recover
 
 _HOME = {
     "Bundle": "bundle",
@@ -33,11 +33,9 @@ _HOME = {
     "load_private_key": "keys",
     "load_public_key": "keys",
     "OtaMqttAdapter": "mqtt",
-    "OtaTopics": "mqtt",
     "OtaReceiver": "receiver",
     "OtaService": "service",
     "RollbackArgs": "service",
-    "active_model_dir": "versions",
     "recover": "versions",
 }
 
@@ -46,12 +44,10 @@ __all__ = [
     "OtaMqttAdapter",
     "OtaReceiver",
     "OtaService",
-    "OtaTopics",
     "RollbackArgs",
     "SignedUpdate",
     "TrustedKeys",
     "UpdateBody",
-    "active_model_dir",
     "generate_keypair",
     "load_private_key",
     "load_public_key",

@@ -21,7 +21,7 @@ from agent.engine.api import EngineControl
 from agent.errors import EdgeAgentError, ModelError, UpdateRejected
 from agent.ota.health import MIN_RUNS, Watched
 from agent.ota.timing import Latency, SlicedLatency, TimedModel
-from agent.ota.validate import check_golden, check_shapes, load_candidate
+from agent.ota.validate import check_shapes, load_candidate, validate_golden
 from agent.runtime.base import Model
 from agent.runtime.manifest import Manifest
 
@@ -75,7 +75,7 @@ class Activation:
                     [b.shape for b in slot.outputs],
                     f"plugin {plugin}'s model slot",
                 )
-                passed = check_golden(model, manifest)
+                passed = validate_golden(model, manifest)
         except BaseException:
             self.close_new()
             raise

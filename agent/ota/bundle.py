@@ -7,7 +7,6 @@ reads any chunk straight from the tar without unpacking it.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -17,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import ModelError, UpdateRejected
+from agent.errors import UpdateRejected
 from agent.ota.envelope import FORMAT, UpdateBody, read_unverified, sign_body
 from agent.ota.fsio import atomic_writer
-from agent.runtime.manifest import MANIFEST_FILE, load_manifest
+from agent.runtime.folders import check_folder
+from agent.runtime.manifest import MANIFEST_FILE
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -30,25 +30,9 @@ FILES_PREFIX = "files/"
 DEFAULT_CHUNK = 32 * 1024
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _checked_manifest(model_dir: Path) -> dict[str, Any]:
     """The folder's manifest as a dict, after checking every file against it."""
-    manifest = load_manifest(model_dir)
-    for f in manifest.files:
-        path = model_dir / f.path
-        if not path.is_file():
-            raise ModelError(f"file listed in the manifest is missing: {f.path}", path=str(path))
-        if path.stat().st_size != f.size or _sha256_file(path) != f.sha256:
-            raise ModelError(
-                f"{f.path} does not match its sha256/size in the manifest", path=str(path)
-            )
+    check_folder(model_dir)
     raw: dict[str, Any] = json.loads((model_dir / MANIFEST_FILE).read_text())
     return raw
 

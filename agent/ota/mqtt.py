@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.errors import CommandError
+from agent.errors import OtaError
 from agent.ota.service import OtaService
 
 # TODO(lead): agent.transport (the seam moves there on the sync branch)
@@ -169,10 +169,6 @@ class OtaMqttAdapter:
             t.join(timeout)
         self._threads = []
 
-    def rollback_command(self, args: Any) -> dict[str, Any]:
-        """`model.rollback` handler (args: RollbackArgs), same as OtaService.rollback_command."""
-        return self.service.rollback_command(args)
-
     # --- inbound -----------------------------------------------------------------------------
 
     def _enqueue(self, msg: InboundMessage) -> None:
@@ -204,8 +200,8 @@ class OtaMqttAdapter:
     def _manifest(self, model: str, payload: bytes) -> None:
         try:
             rx = self.service.receiver(model)
-        except CommandError as exc:
-            log.warning("ota: manifest ignored: %s", exc.message)
+        except OtaError as exc:
+            log.warning("ota: manifest ignored: %s", exc.reason)
             return
         status = rx.on_manifest(payload)
         t = rx.receiving
@@ -222,7 +218,7 @@ class OtaMqttAdapter:
             n = int(number)
             serial, data = unframe_chunk(payload)
             rx = self.service.receiver(model)
-        except (ValueError, CommandError):
+        except (ValueError, OtaError):
             return
         rx.on_chunk(n, data, serial=serial)
         pull = self._pulls.get(model)
@@ -291,7 +287,7 @@ class OtaMqttAdapter:
         for d in sorted(root.iterdir()):
             try:
                 status = self.service.status(d.name)
-            except CommandError:
+            except OtaError:
                 continue
             if status.get("state") != "idle":
                 self._on_status(status)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent.config.sections import AgentConfig
 from agent.engine.api import EngineControl
-from agent.errors import CommandError
+from agent.errors import OtaError
 from agent.ota.keys import TrustedKeys
 from agent.ota.receiver import OtaReceiver
 from agent.ota.updater import ModelUpdater
@@ -56,9 +56,9 @@ class OtaService:
         self._listeners.append(listener)
 
     def receiver(self, model: str) -> OtaReceiver:
-        """The receiver of `model`'s updates (created on first use); CommandError if misnamed."""
+        """The receiver of `model`'s updates (created on first use); OtaError if misnamed."""
         if not _MODEL_NAME.match(model):
-            raise CommandError("invalid_args", f"invalid model name {model!r}")
+            raise OtaError(f"invalid model name {model!r}", code="invalid_args")
         with self._lock:
             rx = self._receivers.get(model)
             if rx is None:
@@ -79,7 +79,7 @@ class OtaService:
         """`model.rollback`: back to the previous kept version (or the shipped one)."""
         rx = self.receiver(name)
         if rx.busy:
-            raise CommandError("busy", f"an update of {name} is in progress")
+            raise OtaError(f"an update of {name} is in progress", code="busy")
         result = rx.updater.rollback()
         self._fan_out(rx.updater.status())
         return result

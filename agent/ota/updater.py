@@ -12,22 +12,14 @@ from typing import Any
 
 from agent.config.sections import AgentConfig
 from agent.engine.api import EngineControl
-from agent.errors import CommandError, ModelError, UpdateRejected
+from agent.errors import ModelError, OtaError, UpdateRejected
 from agent.ota.activation import Activation, plugins_using
 from agent.ota.envelope import SignedUpdate
 from agent.ota.fsio import atomic_write_bytes, atomic_write_json, fsync_dir, fsync_file
 from agent.ota.health import HealthWindow
-from agent.ota.validate import check_golden, check_shapes, load_candidate
-from agent.ota.versions import (
-    ENVELOPE,
-    SHIPPED,
-    TERMINAL,
-    ModelVersions,
-    check_version_dir,
-    installed_manifest,
-    sha256_file,
-    version_dir_name,
-)
+from agent.ota.validate import check_shapes, load_candidate, validate_golden
+from agent.ota.versions import ENVELOPE, SHIPPED, TERMINAL, ModelVersions, version_dir_name
+from agent.runtime.folders import ModelStore, check_file, check_folder, manifest_or_none
 from agent.runtime.manifest import MANIFEST_FILE, Manifest
 
 log = logging.getLogger(__name__)
@@ -55,6 +47,7 @@ class ModelUpdater:
         self.config = config
         self.engine = engine
         self.versions = ModelVersions(config.state_dir, name)
+        self.store = ModelStore(config.models_dir, config.state_dir)
         self.lock = threading.RLock()
         """Held while a pipeline or a rollback changes the model (never by a loop)."""
 
@@ -62,16 +55,15 @@ class ModelUpdater:
 
     def current_folder(self) -> Path | None:
         """The folder of the active version (OTA-installed or shipped), None if there is none."""
-        active = self.versions.active_name()
-        if active is not None:
-            return self.versions.path(active)
-        shipped = Path(self.config.models_dir) / self.name
-        return shipped if (shipped / MANIFEST_FILE).is_file() else None
+        try:
+            return self.store.resolve(self.name)
+        except ModelError:
+            return None
 
     def current_manifest(self) -> Manifest | None:
         """The manifest of the active version, if any."""
         folder = self.current_folder()
-        return installed_manifest(folder) if folder is not None else None
+        return manifest_or_none(folder) if folder is not None else None
 
     def status(self) -> dict[str, Any]:
         """The last update's state as published: state, version, reason, serial, active."""
@@ -173,13 +165,13 @@ class ModelUpdater:
 
     def _install(self, signed: SignedUpdate, staged: Path) -> Path:
         for f in signed.body.manifest.files:
-            path = staged / f.path
-            size = path.stat().st_size if path.exists() else -1
-            if size != f.size or sha256_file(path) != f.sha256:
+            try:
+                path = check_file(staged, f)
+            except ModelError as exc:
                 raise UpdateRejected(
-                    f"sha256 mismatch for {f.path}: the bundle is corrupt or was altered",
+                    f"{f.path}: {exc.reason}: the bundle is corrupt or was altered",
                     code="hash_mismatch",
-                )
+                ) from None
             fsync_file(path)
         atomic_write_json(staged / MANIFEST_FILE, signed.manifest_json)
         atomic_write_bytes(staged / ENVELOPE, signed.raw)
@@ -234,7 +226,7 @@ class ModelUpdater:
                     [t.shape for t in current.outputs],
                     f"the active version {current.version}",
                 )
-            check_golden(model, manifest)
+            validate_golden(model, manifest)
         finally:
             model.close()
 
@@ -249,9 +241,9 @@ class ModelUpdater:
     # --- model.rollback --------------------------------------------------------------------------
 
     def rollback(self) -> dict[str, Any]:
-        """Go back to the previous kept version (or the shipped one); CommandError if none."""
+        """Go back to the previous kept version (or the shipped one); OtaError if none."""
         if not self.lock.acquire(timeout=0.1):
-            raise CommandError("busy", f"an update of {self.name} is in progress")
+            raise OtaError(f"an update of {self.name} is in progress", code="busy")
         try:
             return self._rollback()
         finally:
@@ -260,25 +252,22 @@ class ModelUpdater:
     def _rollback(self) -> dict[str, Any]:
         active = self.versions.active_name()
         if active is None:
-            raise CommandError("no_previous", f"{self.name}: the shipped version is active")
+            raise OtaError(f"{self.name}: the shipped version is active", code="no_previous")
         rec = self.versions.record()
         older = [h for h in rec.history if h != active]
         target = self._usable_previous(older)
-        folder = (
-            self.versions.path(target)
-            if target != SHIPPED
-            else Path(self.config.models_dir) / self.name
-        )
+        folder = self.versions.path(target) if target != SHIPPED else self.store.shipped(self.name)
+        assert folder is not None  # _usable_previous returns SHIPPED only when it exists
         try:
             self._swap_everywhere(folder)
         except UpdateRejected as exc:
-            raise CommandError("rollback_failed", exc.reason) from None
+            raise OtaError(exc.reason, code="rollback_failed") from None
         from_version = active.split("+", 1)[0]
         self.versions.set_active(target)
         rec = self.versions.record()
         rec.history = [h for h in rec.history if h != active]
         rec.state, rec.version, rec.retryable = "rolled_back", from_version, False
-        target_manifest = installed_manifest(folder)
+        target_manifest = manifest_or_none(folder)
         to_version = target_manifest.version if target_manifest is not None else target
         rec.reason = f"rolled back by command to {to_version}"
         self.versions.save_record(rec)
@@ -288,14 +277,14 @@ class ModelUpdater:
     def _usable_previous(self, older: list[str]) -> str:
         for dir_name in reversed(older):
             try:
-                check_version_dir(self.versions.path(dir_name))
+                check_folder(self.versions.path(dir_name))
             except ModelError as exc:
                 log.warning("ota: %s: kept version %s unusable: %s", self.name, dir_name, exc)
                 continue
             return dir_name
-        if (Path(self.config.models_dir) / self.name / MANIFEST_FILE).is_file():
+        if self.store.shipped(self.name) is not None:
             return SHIPPED
-        raise CommandError("no_previous", f"{self.name}: no usable previous version is kept")
+        raise OtaError(f"{self.name}: no usable previous version is kept", code="no_previous")
 
     def _swap_everywhere(self, folder: Path) -> None:
         """Load `folder` for every plugin running the model and swap it in (no health window:
@@ -303,7 +292,7 @@ class ModelUpdater:
         engine = self.engine
         if engine is None:
             return
-        manifest = installed_manifest(folder)
+        manifest = manifest_or_none(folder)
         if manifest is None:
             raise UpdateRejected(f"{folder} has no valid manifest", code="load_failed")
         act = Activation(engine, self.name, self.config.runtime)

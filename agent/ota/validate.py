@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -12,6 +12,9 @@ from agent.config.sections import RuntimeConfig
 from agent.errors import ModelError, UpdateRejected
 from agent.runtime.base import Model
 from agent.runtime.manifest import Manifest
+from agent.runtime.verify import check_golden
+
+T = TypeVar("T")
 
 
 def load_candidate(
@@ -46,52 +49,31 @@ def check_shapes(
         )
 
 
-def check_golden(model: Model, manifest: Manifest) -> int:
-    """Run every golden vector (and an all-zero input); return how many passed, or raise.
+def validate_golden(model: Model, manifest: Manifest) -> int:
+    """OTA's golden check: vectors required, an all-zero input must give finite outputs, every
+    vector reproduced (agent.runtime.verify.check_golden); returns how many passed, or raises.
 
     UpdateRejected with code `no_golden` (none to run), `nan` (a NaN or inf output) or `golden`
-    (an output off by more than the vector's tolerance).
+    (an output off by more than the vector's tolerance, or a vector that does not fit).
     """
     if not manifest.golden:
         raise UpdateRejected(
             "manifest has no golden vectors to validate the model", code="no_golden"
         )
     zeros = [np.zeros(s.shape, np.float32) for s in model.inputs]
-    _finite(model, zeros, "an all-zero input")
-    for i, g in enumerate(manifest.golden):
-        arrays = [np.asarray(x, np.float32) for x in g.inputs]
-        outs = _finite(model, arrays, f"golden vector {i}")
-        if len(outs) != len(g.outputs):
-            raise UpdateRejected(
-                f"golden vector {i}: model has {len(outs)} outputs, vector {len(g.outputs)}",
-                code="golden",
-            )
-        for k, (got, want) in enumerate(zip(outs, g.outputs, strict=True)):
-            expected = np.asarray(want, np.float32)
-            if got.shape != expected.shape:
-                raise UpdateRejected(
-                    f"golden vector {i}, output {k}: shape {list(got.shape)}, "
-                    f"expected {list(expected.shape)}",
-                    code="golden",
-                )
-            err = float(np.max(np.abs(got - expected)))
-            if err > g.tolerance:
-                raise UpdateRejected(
-                    f"fails golden vector {i}, output {k}: off by {err:.4g} "
-                    f"(tolerance {g.tolerance:.4g})",
-                    code="golden",
-                )
+    for k, out in enumerate(_infer(model, lambda: model.infer(*zeros), "an all-zero input")):
+        if not np.isfinite(out).all():
+            raise UpdateRejected(f"emits NaN or inf (output {k} on an all-zero input)", code="nan")
+    result = _infer(model, lambda: check_golden(model, manifest.golden), "the golden vectors")
+    if result.failure:
+        raise UpdateRejected(result.failure, code="nan" if result.non_finite else "golden")
     return len(manifest.golden)
 
 
-def _finite(model: Model, arrays: list[np.ndarray], what: str) -> list[np.ndarray]:
+def _infer(model: Model, run: Callable[[], T], what: str) -> T:
     try:
-        outs = model.infer(*arrays)
+        return run()
     except ModelError as exc:
         raise UpdateRejected(f"{what}: inference failed: {exc.reason}", code="golden") from None
     except Exception as exc:  # malformed input shapes surface as the runtime's own errors
         raise UpdateRejected(f"{what}: inference failed: {exc}", code="golden") from None
-    for k, out in enumerate(outs):
-        if not np.isfinite(out).all():
-            raise UpdateRejected(f"emits NaN or inf (output {k} on {what})", code="nan")
-    return outs

@@ -1,6 +1,6 @@
 """The on-disk versions of one model under `state_dir/models/<name>/`, and crash recovery.
 
-Layout (what agent/runtime/store.py reads: `active`, a symlink to a version folder):
+Layout (agent/runtime/folders.py owns the names and resolves `active` for the loader):
 
     state_dir/models/<name>/
         active -> versions/<version>+<serial>   the committed version; absent: the shipped model
@@ -17,7 +17,6 @@ consistent again, so the agent always starts on a complete version, old or new, 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -35,12 +34,10 @@ from agent.ota.fsio import (
     remove_link,
     remove_tree,
 )
-from agent.runtime.manifest import MANIFEST_FILE, Manifest, load_manifest
+from agent.runtime.folders import ACTIVE, VERSIONS, check_folder, ota_dir
 
 log = logging.getLogger(__name__)
 
-ACTIVE = "active"
-VERSIONS = "versions"
 STAGING = "staging"
 RECORD = "ota.json"
 ENVELOPE = "envelope.json"
@@ -85,35 +82,12 @@ def version_dir_name(version: str, serial: int) -> str:
     return f"{version}+{serial}"
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in blocks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def check_version_dir(folder: Path) -> Manifest:
-    """Raise ModelError unless `folder` has a valid manifest and every file matches it."""
-    manifest = load_manifest(folder)
-    for f in manifest.files:
-        path = folder / f.path
-        try:
-            size = path.stat().st_size
-        except OSError:
-            raise ModelError(f"{f.path} is missing", path=str(folder)) from None
-        if size != f.size or sha256_file(path) != f.sha256:
-            raise ModelError(f"{f.path} does not match its sha256/size", path=str(folder))
-    return manifest
-
-
 class ModelVersions:
     """The versions of one model kept under `state_dir/models/<name>`."""
 
     def __init__(self, state_dir: Path, name: str) -> None:
         self.name = name
-        self.root = Path(state_dir) / "models" / name
+        self.root = ota_dir(state_dir, name)
         self.versions = self.root / VERSIONS
         self.staging = self.root / STAGING
         self.active_link = self.root / ACTIVE
@@ -269,7 +243,7 @@ def _first_valid(mv: ModelVersions, candidates: list[str | None]) -> str | None:
         seen.add(dir_name)
         folder = mv.path(dir_name)
         try:
-            check_version_dir(folder)
+            check_folder(folder)
         except ModelError as exc:
             log.warning("ota: %s: version %s unusable: %s", mv.name, dir_name, exc)
             continue
@@ -288,21 +262,3 @@ def recover(state_dir: Path) -> dict[str, str]:
     if not root.is_dir():
         return {}
     return {d.name: recover_model(state_dir, d.name) for d in sorted(root.iterdir()) if d.is_dir()}
-
-
-def active_model_dir(state_dir: Path, models_dir: Path, name: str) -> Path:
-    """The folder the agent loads `name` from: the OTA-active version, else the shipped one."""
-    link = Path(state_dir) / "models" / name / ACTIVE
-    if link.is_dir():
-        return link.resolve()
-    return Path(models_dir) / name
-
-
-def installed_manifest(folder: Path) -> Manifest | None:
-    """The manifest in `folder`, or None when it has none or it is invalid."""
-    if not (folder / MANIFEST_FILE).is_file():
-        return None
-    try:
-        return load_manifest(folder)
-    except ModelError:
-        return None

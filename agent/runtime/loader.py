@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Literal
@@ -19,10 +18,10 @@ from agent.runtime.accelerators import (
     unavailable,
 )
 from agent.runtime.base import Model
+from agent.runtime.folders import check_file, model_file_path
 from agent.runtime.manifest import Manifest, ModelFile, load_manifest
 
 _log = logging.getLogger(__name__)
-_CHUNK = 1 << 20
 
 
 def load_model(
@@ -97,40 +96,6 @@ def pick_format(manifest: Manifest, runtime: RuntimeConfig) -> Format:
     if "onnx" in formats:
         return "onnx"
     raise ModelError(f"{manifest.name} has only .tflite files and no LiteRT interpreter imports")
-
-
-def check_file(folder: Path, entry: ModelFile) -> Path:
-    """Raise ModelError unless `folder/entry.path` exists with the manifest's size and sha256."""
-    path = model_file_path(folder, entry)
-    try:
-        size = path.stat().st_size
-        if size != entry.size:
-            raise ModelError(
-                f"size mismatch: manifest says {entry.size} bytes, file has {size}", path=str(path)
-            )
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-    except FileNotFoundError:
-        raise ModelError("file listed in manifest.json is missing", path=str(path)) from None
-    except OSError as exc:
-        raise ModelError(f"unreadable: {exc.strerror}", path=str(path)) from None
-    if digest.hexdigest() != entry.sha256:
-        raise ModelError(
-            f"sha256 mismatch: manifest says {entry.sha256[:16]}..., file is "
-            f"{digest.hexdigest()[:16]}...",
-            path=str(path),
-        )
-    return path
-
-
-def model_file_path(folder: Path, entry: ModelFile) -> Path:
-    """`folder/entry.path`, refusing paths that leave the folder (manifests arrive over the air)."""
-    rel = Path(entry.path)
-    if rel.is_absolute() or ".." in rel.parts:
-        raise ModelError(f"file path {entry.path!r} leaves the model folder", path=str(folder))
-    return folder / rel
 
 
 def _fall_back(model: str, runtime: RuntimeConfig, reason: str) -> None:

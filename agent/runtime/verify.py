@@ -11,7 +11,8 @@ import numpy as np
 
 from agent.errors import AcceleratorUnavailable, ModelError
 from agent.runtime.base import FloatArray, Model
-from agent.runtime.loader import check_file, load_model_file
+from agent.runtime.folders import check_file
+from agent.runtime.loader import load_model_file
 from agent.runtime.manifest import MANIFEST_FILE, GoldenVector, Manifest, ModelFile, load_manifest
 from agent.runtime.tflite import litert_available
 
@@ -93,25 +94,40 @@ def _verify_file(folder: Path, manifest: Manifest, entry: ModelFile, lib: str) -
         return row("FAIL", reason=exc.reason)
     with model:
         try:
-            max_error, failure = check_golden(model, manifest.golden)
+            golden = check_golden(model, manifest.golden)
         except ModelError as exc:
             return row("FAIL", reason=exc.reason)
-    if failure:
-        return row("FAIL", max_error, failure)
-    return row("ok", max_error, "" if manifest.golden else "no golden vectors")
+    if golden.failure:
+        return row("FAIL", golden.max_error, golden.failure)
+    return row("ok", golden.max_error, "" if manifest.golden else "no golden vectors")
 
 
-def check_golden(model: Model, golden: Sequence[GoldenVector]) -> tuple[float | None, str]:
-    """Largest error of `infer` and of the fast path over the vectors, and the first failure."""
+@dataclass(frozen=True, slots=True)
+class GoldenCheck:
+    """How a model reproduced its golden vectors, through `infer` and through its fast path."""
+
+    max_error: float | None
+    """Largest absolute error over every vector and output; None when there are no vectors."""
+    failure: str = ""
+    """The first vector and output off by more than its tolerance ("" when all pass)."""
+    non_finite: bool = False
+    """The first failure is a NaN or inf output."""
+
+
+def check_golden(model: Model, golden: Sequence[GoldenVector]) -> GoldenCheck:
+    """Run every vector through `infer` and the fast path; ModelError if one does not fit."""
     if not golden:
-        return None, ""
+        return GoldenCheck(None)
     fast = model.fast_path()
     worst = 0.0
     failure = ""
+    non_finite = False
     for k, vector in enumerate(golden):
         if len(vector.outputs) != len(model.outputs):
             raise ModelError(
-                f"golden vector {k} lists {len(vector.outputs)} outputs", path=model.path
+                f"golden vector {k} lists {len(vector.outputs)} outputs, the model has "
+                f"{len(model.outputs)}",
+                path=model.path,
             )
         outs = model.infer(*vector.inputs)
         for buf, values in zip(fast.inputs, vector.inputs, strict=True):
@@ -120,12 +136,14 @@ def check_golden(model: Model, golden: Sequence[GoldenVector]) -> tuple[float | 
         for j, expected in enumerate(vector.outputs):
             err = _max_error(expected, outs[j], fast.outputs[j], path=model.path)
             worst = max(worst, err) if err == err else err  # keep a NaN visible
-            if not err <= vector.tolerance and not failure:  # NaN fails too
-                tolerance = f"{vector.tolerance:.4g}"
-                failure = (
-                    f"golden vector {k} output {j}: max error {err:.4g} > tolerance {tolerance}"
-                )
-    return worst, failure
+            if err <= vector.tolerance or failure:
+                continue
+            non_finite = not np.isfinite(err)  # NaN fails too: `err <= tolerance` is False
+            what = "emits NaN or inf" if non_finite else f"max error {err:.4g}"
+            failure = (
+                f"fails golden vector {k} output {j}: {what} > tolerance {vector.tolerance:.4g}"
+            )
+    return GoldenCheck(worst, failure, non_finite)
 
 
 def _max_error(expected: object, *got: FloatArray, path: str) -> float:

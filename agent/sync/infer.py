@@ -31,7 +31,7 @@ class ModelCache:
         self._models: OrderedDict[tuple[str, str | None], tuple[str, Model]] = OrderedDict()
 
     def _store(self) -> Any:
-        from agent.runtime.store import ModelStore
+        from agent.runtime.folders import ModelStore
 
         return ModelStore(self.config.models_dir, self.config.state_dir)
 

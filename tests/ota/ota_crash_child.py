@@ -17,7 +17,7 @@ from pathlib import Path
 # Run as a script, this file's folder (tests/ota) is on sys.path: ota_testkit imports.
 from ota_testkit import NAME, feed, make_config, pack
 
-from agent.errors import CommandError
+from agent.errors import OtaError
 from agent.ota import OtaService, recover
 
 
@@ -38,7 +38,7 @@ def main(argv: list[str]) -> None:
         final = rx.wait(60.0)
         print(i, final["state"], final["version"], final["reason"], flush=True)
         if i % 3 == 2:
-            with contextlib.suppress(CommandError):
+            with contextlib.suppress(OtaError):
                 service.rollback(NAME)
         time.sleep(0.001)
 

@@ -14,11 +14,11 @@ from ota_testkit import MODELS, NAME, SHIPPED, V1_1, variant
 
 from agent.config.sections import RuntimeConfig
 from agent.ota import recover
-from agent.ota.validate import check_golden
+from agent.ota.validate import validate_golden
 from agent.ota.versions import TERMINAL, ModelVersions
+from agent.runtime.folders import ModelStore
 from agent.runtime.loader import load_model
 from agent.runtime.manifest import load_manifest
-from agent.runtime.store import ModelStore
 
 CHILD = Path(__file__).resolve().parent / "ota_crash_child.py"
 
@@ -66,7 +66,7 @@ def _serves_a_valid_model(state: Path) -> str:
     manifest = load_manifest(folder)
     model = load_model(folder, RuntimeConfig())
     try:
-        assert check_golden(model, manifest) == len(manifest.golden)
+        assert validate_golden(model, manifest) == len(manifest.golden)
     finally:
         model.close()
     history = mv.record().history

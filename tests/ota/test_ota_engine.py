@@ -11,7 +11,7 @@ from ota_testkit import NAME, SLOW, V1_1, W32, WavePlugin, feed, make_config, pa
 
 from agent.config.sections import AgentConfig, PluginConfig
 from agent.engine.host import PluginHost
-from agent.errors import CommandError
+from agent.errors import OtaError
 from agent.ota import OtaService
 from agent.plugin.registry import PluginRegistry
 from agent.runtime.base import Model
@@ -161,7 +161,7 @@ def test_rollback_command_swaps_the_previous_version_back(
     }
     assert _version(host) == "1.0.0"
     assert engine.swaps[-1][1:] == ("1.0.0", 0)
-    with pytest.raises(CommandError):
+    with pytest.raises(OtaError):
         svc.rollback(NAME)
     svc.close()
 

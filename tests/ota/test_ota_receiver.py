@@ -15,11 +15,11 @@ import pytest
 from ota_testkit import NAME, NAN, SHIPPED, V1_1, W32, feed, pack, shipped_golden, variant
 
 from agent.config.sections import AgentConfig
-from agent.errors import CommandError
-from agent.ota import Bundle, OtaService, active_model_dir, recover
+from agent.errors import OtaError
+from agent.ota import Bundle, OtaService, recover
 from agent.ota.versions import ModelVersions
+from agent.runtime.folders import ModelStore
 from agent.runtime.manifest import load_manifest
-from agent.runtime.store import ModelStore
 
 WAIT = 60.0
 
@@ -33,7 +33,7 @@ def _run(service: OtaService, bundle: Path, **kwargs: Any) -> dict[str, Any]:
 
 
 def _active_version(config: AgentConfig) -> str:
-    return load_manifest(active_model_dir(config.state_dir, config.models_dir, NAME)).version
+    return load_manifest(ModelStore(config.models_dir, config.state_dir).resolve(NAME)).version
 
 
 def test_a_valid_update_becomes_active(
@@ -223,7 +223,7 @@ def test_only_keep_versions_are_kept_and_rollback_walks_back(
     assert service.rollback(NAME)["to"] == "1.1.2"
     assert service.rollback(NAME)["to"] == "1.0.0"  # the shipped model
     assert _active_version(config) == "1.0.0"
-    with pytest.raises(CommandError) as info:
+    with pytest.raises(OtaError) as info:
         service.rollback(NAME)
     assert info.value.code == "no_previous"
     assert service.status(NAME)["state"] == "rolled_back"
@@ -265,7 +265,7 @@ def test_recover_with_nothing_valid_goes_back_to_the_shipped_model(
     mv = ModelVersions(config.state_dir, NAME)
     os.remove(mv.path(mv.active_name() or "") / "model.onnx")
     assert recover(config.state_dir) == {NAME: "shipped"}
-    assert active_model_dir(config.state_dir, config.models_dir, NAME) == SHIPPED
+    assert ModelStore(config.models_dir, config.state_dir).resolve(NAME) == SHIPPED
 
 
 def test_an_interrupted_transfer_is_reported_and_may_be_resent(

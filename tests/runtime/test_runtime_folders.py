@@ -1,4 +1,4 @@
-"""ModelStore: shipped folders, and the active version an OTA update points to."""
+"""Model folders: the shipped ones, the active version an OTA update points to, file checks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import ModelError
-from agent.runtime import ModelStore
+from agent.runtime.folders import ModelStore, check_file, check_folder
 
 
 @pytest.fixture
@@ -40,13 +40,6 @@ def test_active_symlink_wins(dirs: tuple[Path, Path, str]) -> None:
     assert ModelStore(models, state).resolve(name) == version.resolve()
 
 
-def test_active_pointer_file(dirs: tuple[Path, Path, str]) -> None:
-    models, state, name = dirs
-    version = _installed(state, models, name)
-    (state / "models" / name / "active").write_text("versions/9.9.9\n")
-    assert ModelStore(models, state).resolve(name) == version.resolve()
-
-
 def test_model_only_installed_over_the_air(dirs: tuple[Path, Path, str]) -> None:
     models, state, name = dirs
     version = _installed(state, models, name)
@@ -65,8 +58,8 @@ def test_broken_pointers_are_errors(dirs: tuple[Path, Path, str]) -> None:
     with pytest.raises(ModelError, match="points nowhere"):
         ModelStore(models, state).resolve(name)
     pointer.unlink()
-    pointer.write_text("versions/0.0.0")
-    with pytest.raises(ModelError, match="no manifest"):
+    pointer.write_text("versions/0.0.0")  # a pointer format OTA never writes
+    with pytest.raises(ModelError, match="not a symlink"):
         ModelStore(models, state).resolve(name)
 
 
@@ -77,3 +70,26 @@ def test_unknown_and_invalid_names(dirs: tuple[Path, Path, str]) -> None:
         store.resolve("nope")
     with pytest.raises(ModelError, match="invalid model name"):
         store.resolve("../etc")
+
+
+def test_check_folder_names_the_file_that_does_not_match(dirs: tuple[Path, Path, str]) -> None:
+    models, _, name = dirs
+    folder = models / name
+    manifest = check_folder(folder)
+    entry = manifest.files[0]
+    with open(folder / entry.path, "r+b") as f:
+        f.seek(64)
+        f.write(b"\x00\x01")
+    with pytest.raises(ModelError, match="sha256 mismatch") as info:
+        check_folder(folder)
+    assert info.value.path == str(folder / entry.path)
+    (folder / entry.path).unlink()
+    with pytest.raises(ModelError, match="missing"):
+        check_file(folder, entry)
+
+
+def test_a_manifest_path_leaving_the_folder_is_refused(dirs: tuple[Path, Path, str]) -> None:
+    models, _, name = dirs
+    entry = check_folder(models / name).files[0].model_copy(update={"path": "../x.tflite"})
+    with pytest.raises(ModelError, match="leaves the model folder"):
+        check_file(models / name, entry)
