@@ -4,7 +4,11 @@ A transport (MQTT, a test, a file) calls `on_manifest(payload)` and `on_chunk(n,
 `missing()` what to request again. Chunks go straight to their files in a staging slot on disk
 (memory use is one chunk, whatever the bundle size); once all have arrived a worker thread runs
 the pipeline (verify, validate, swap, watch, commit; see updater.py) off the transport's thread.
-Every state change is reported to `on_status` as {"state", "version", "reason", ...}.
+
+The update's state has one record, `ota.json` (through the updater): every change is persisted
+there first and then reported to `on_status` as {"state", "version", "reason", ...} built from
+it, in one call (`_record`). A manifest refused before admission (bad signature, replay, busy,
+...) changes no state: the refusal is only answered and reported (`_refuse`).
 """
 
 from __future__ import annotations
@@ -104,7 +108,6 @@ class OtaReceiver:
         """A pipeline runs (from the last chunk until its outcome is known)."""
         self._stop = threading.Event()
         self._done = threading.Condition(self._lock)
-        self._last: dict[str, Any] = updater.status()
         self.last_progress = time.monotonic()
         self.chunks_ignored = 0
 
@@ -116,23 +119,21 @@ class OtaReceiver:
             try:
                 signed = verify_envelope(payload, self.trusted)
             except UpdateRejected as exc:
-                return self._emit("rejected", exc.reason, _best_effort(payload), code=exc.code)
+                return self._refuse(exc, _best_effort(payload))
             serial = signed.body.serial
             if self._running:
                 if serial == self._worker_serial:
-                    return self._emit_again()
-                return self._emit(
-                    "rejected", "busy: another update of this model is being validated",
-                    signed.body, code="busy",
-                )  # fmt: skip
+                    return self._report()
+                busy = "busy: another update of this model is being validated"
+                return self._refuse(UpdateRejected(busy, code="busy"), signed.body)
             if self._transfer is not None and self._transfer.serial == serial:
-                return self._emit_again()  # the same manifest again: resume, nothing to reset
+                return self._report()  # the same manifest again: resume, nothing to reset
             try:
                 admission = self.updater.admit(signed)
             except UpdateRejected as exc:
-                return self._emit("rejected", exc.reason, signed.body, code=exc.code)
+                return self._refuse(exc, signed.body)
             if not admission.start:
-                return self._emit_recorded()
+                return self._report_recorded()
             return self._start(signed)
 
     def on_chunk(self, n: int, data: bytes, *, serial: int | None = None) -> None:
@@ -178,9 +179,13 @@ class OtaReceiver:
         return self._transfer is not None or self._running
 
     def status(self) -> dict[str, Any]:
-        """The last status reported."""
+        """The update's state as recorded in `ota.json`, with the transfer's progress."""
         with self._lock:
-            return dict(self._last)
+            status = self.updater.status()
+            t = self._transfer
+            if status["state"] == "receiving" and t is not None:
+                status["chunks"], status["received"] = len(t.have), t.received
+            return status
 
     def wait(self, timeout: float) -> dict[str, Any]:
         """Block until the update in progress ends (or `timeout`); the last status."""
@@ -188,7 +193,7 @@ class OtaReceiver:
         with self._done:
             while self.busy and time.monotonic() < end:
                 self._done.wait(min(0.05, max(0.0, end - time.monotonic())))
-            return dict(self._last)
+            return self.status()
 
     def abort(self, reason: str, *, retryable: bool = True) -> None:
         """Give up the transfer in progress (a stalled sender); the same bundle may be resent."""
@@ -214,12 +219,8 @@ class OtaReceiver:
             old = self._transfer
             self._transfer = None
             old.close()
-            self._emit(
-                "rejected",
-                f"superseded by serial {signed.body.serial}",
-                old.body,
-                code="superseded",
-            )
+            superseded = f"superseded by serial {signed.body.serial}"
+            self._refuse(UpdateRejected(superseded, code="superseded"), old.body)
         self.updater.begin(signed)
         staged = self.updater.versions.new_staging(signed.body.serial) / "files"
         staged.mkdir()
@@ -230,7 +231,7 @@ class OtaReceiver:
             self.name, signed.body.version, signed.body.serial, signed.body.size,
             signed.body.chunks,
         )  # fmt: skip
-        return self._emit("receiving", "", signed.body)
+        return self._report()
 
     def _fail_transfer(self, reason: str, *, retryable: bool) -> None:
         t = self._transfer
@@ -238,8 +239,7 @@ class OtaReceiver:
         self._transfer = None
         t.close()
         self.updater.versions.clear_staging()
-        self.updater.set_state("rejected", reason, retryable=retryable)
-        self._emit("rejected", reason, t.body)
+        self._record("rejected", reason, retryable=retryable)
         self._done.notify_all()
 
     def _start_pipeline(self, t: _Transfer) -> None:
@@ -252,13 +252,9 @@ class OtaReceiver:
 
     def _pipeline(self, signed: SignedUpdate, staged: Path) -> None:
         body = signed.body
-
-        def on_state(state: str, reason: str) -> None:
-            self._emit(state, reason, body)
-
-        state, reason, code = "active", "", None
+        state, reason, code = "active", "", ""
         try:
-            self.updater.finish(signed, staged, on_state, self._stop)
+            self.updater.finish(signed, staged, self._record, self._stop)
         except UpdateRejected as exc:
             state = "rolled_back" if exc.code == "rolled_back" else "rejected"
             reason, code = exc.reason, exc.code
@@ -269,45 +265,54 @@ class OtaReceiver:
                 f"internal error: {type(exc).__name__}: {exc}",
                 "internal",
             )
-        if state != "active":
-            self.updater.set_state(state, reason)
+        if state != "active":  # "active" was recorded by the commit itself
+            self.updater.set_state(state, reason, code=code)
         self.updater.versions.clear_staging()
         log.log(
             logging.INFO if state == "active" else logging.WARNING,
             "ota: %s %s %s%s", self.name, body.version, state, f": {reason}" if reason else "",
         )  # fmt: skip
         # Not busy any more before anyone hears the outcome: a rollback may follow at once.
-        status = self._status(state, reason, body, code=code)
         with self._done:
-            self._last = status
             self._running = False
             self._done.notify_all()
+            status = self.status()
         self._announce(status)
 
-    def _status(
-        self, state: str, reason: str, body: UpdateBody | None, **extra: Any
-    ) -> dict[str, Any]:
+    def _record(
+        self, state: str, reason: str = "", *, code: str = "", retryable: bool = False
+    ) -> None:
+        """Persist a state change of the update in progress, then report it."""
+        self.updater.set_state(state, reason, code=code, retryable=retryable)
+        self._report()
+
+    def _report(self) -> dict[str, Any]:
+        """Report (and return) the recorded state."""
+        status = self.status()
+        self._announce(status)
+        return status
+
+    def _report_recorded(self) -> dict[str, Any]:
+        """The same bundle again, its update over: report how it ended (a state a restart cut
+        short reads as rejected)."""
+        status = self.status()
+        if status["state"] not in TERMINAL:
+            status["state"], status["reason"] = "rejected", status["reason"] or "interrupted"
+        self._announce(status)
+        return status
+
+    def _refuse(self, exc: UpdateRejected, body: UpdateBody | None) -> dict[str, Any]:
+        """Answer and report a refused manifest; the recorded state stays as it was."""
         current = self.updater.current_manifest()
         status: dict[str, Any] = {
             "model": self.name,
-            "state": state,
+            "state": "rejected",
             "version": body.version if body is not None else None,
-            "reason": reason,
+            "reason": exc.reason,
             "serial": body.serial if body is not None else None,
             "active": current.version if current is not None else None,
+            "code": exc.code,
         }
-        if state == "receiving" and self._transfer is not None:
-            status["chunks"] = len(self._transfer.have)
-            status["received"] = self._transfer.received
-        status.update({k: v for k, v in extra.items() if v is not None})
-        return status
-
-    def _emit(
-        self, state: str, reason: str, body: UpdateBody | None, **extra: Any
-    ) -> dict[str, Any]:
-        status = self._status(state, reason, body, **extra)
-        with self._lock:
-            self._last = status
         self._announce(status)
         return status
 
@@ -317,24 +322,6 @@ class OtaReceiver:
                 self.on_status(dict(status))
             except Exception:  # a transport failing to report must not break the update
                 log.exception("ota: status callback failed")
-
-    def _emit_again(self) -> dict[str, Any]:
-        status = dict(self._last)
-        if self._transfer is not None and status.get("state") == "receiving":
-            status["received"] = self._transfer.received
-        self._announce(status)
-        return status
-
-    def _emit_recorded(self) -> dict[str, Any]:
-        rec = self.updater.versions.record()
-        status = self._status(rec.state, rec.reason, None)
-        status["version"], status["serial"] = rec.version, rec.serial
-        if rec.state not in TERMINAL:
-            status["state"], status["reason"] = "rejected", rec.reason or "interrupted"
-        with self._lock:
-            self._last = status
-        self._announce(status)
-        return status
 
 
 def _best_effort(payload: bytes) -> UpdateBody | None:

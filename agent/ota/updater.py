@@ -66,10 +66,11 @@ class ModelUpdater:
         return manifest_or_none(folder) if folder is not None else None
 
     def status(self) -> dict[str, Any]:
-        """The last update's state as published: state, version, reason, serial, active."""
+        """The last update's state as published: state, version, reason, serial, active (and
+        code, when the update was refused); `ota.json` is the one record of it."""
         rec = self.versions.record()
         current = self.current_manifest()
-        return {
+        status: dict[str, Any] = {
             "model": self.name,
             "state": rec.state,
             "version": rec.version,
@@ -77,6 +78,9 @@ class ModelUpdater:
             "serial": rec.serial,
             "active": current.version if current is not None else None,
         }
+        if rec.code:
+            status["code"] = rec.code
+        return status
 
     # --- admission -------------------------------------------------------------------------------
 
@@ -123,14 +127,16 @@ class ModelUpdater:
             rec = self.versions.record()
             rec.serial, rec.digest = signed.body.serial, signed.digest
             rec.version = signed.body.version
-            rec.state, rec.reason, rec.retryable = "receiving", "", False
+            rec.state, rec.reason, rec.code, rec.retryable = "receiving", "", "", False
             self.versions.save_record(rec)
 
-    def set_state(self, state: str, reason: str = "", *, retryable: bool = False) -> None:
+    def set_state(
+        self, state: str, reason: str = "", *, code: str = "", retryable: bool = False
+    ) -> None:
         """Persist the state of the update in progress."""
         with self.lock:
             rec = self.versions.record()
-            rec.state, rec.reason, rec.retryable = state, reason, retryable
+            rec.state, rec.reason, rec.code, rec.retryable = state, reason, code, retryable
             self.versions.save_record(rec)
 
     # --- the pipeline ----------------------------------------------------------------------------
@@ -140,19 +146,18 @@ class ModelUpdater:
     ) -> None:
         """Verify, install, validate, swap, watch and commit; UpdateRejected if refused.
 
-        `staged` holds the received files. A refusal before the swap leaves everything as it
+        `staged` holds the received files; `on_state` records each step (the receiver persists
+        it with `set_state` and reports it). A refusal before the swap leaves everything as it
         was; one in the health window swaps the previous model back first. Either way the
-        version folder is deleted and `ota.json` says why.
+        version folder is deleted and the caller records why.
         """
         with self.lock:
             on_state("verifying", "")
-            self.set_state("verifying")
             folder = self._install(signed, staged)
             dir_name = folder.name
             act: Activation | None = None
             try:
                 on_state("validating", "")
-                self.set_state("validating")
                 act = self._validate_and_swap(folder, signed.body.manifest, on_state, stop)
                 self._commit(dir_name)
             except BaseException:
@@ -234,7 +239,7 @@ class ModelUpdater:
         self.versions.set_active(dir_name)  # the commit point: from here on, a restart runs it
         rec = self.versions.record()
         rec.history = [h for h in rec.history if h != dir_name] + [dir_name]
-        rec.state, rec.reason, rec.retryable = "active", "", False
+        rec.state, rec.reason, rec.code, rec.retryable = "active", "", "", False
         self.versions.save_record(rec)
         self.versions.prune(self.config.ota.keep_versions)
 
@@ -266,7 +271,7 @@ class ModelUpdater:
         self.versions.set_active(target)
         rec = self.versions.record()
         rec.history = [h for h in rec.history if h != active]
-        rec.state, rec.version, rec.retryable = "rolled_back", from_version, False
+        rec.state, rec.version, rec.code, rec.retryable = "rolled_back", from_version, "", False
         target_manifest = manifest_or_none(folder)
         to_version = target_manifest.version if target_manifest is not None else target
         rec.reason = f"rolled back by command to {to_version}"

@@ -58,6 +58,8 @@ class UpdateRecord:
     version: str | None = None
     state: str = "idle"
     reason: str = ""
+    code: str = ""
+    """Why a refused or rolled-back update ended (`golden`, `hash_mismatch`, ...), else ""."""
     retryable: bool = False
     """The update with `serial` stopped for a transport reason and may be sent again as is."""
     history: list[str] = field(default_factory=list)
@@ -219,13 +221,13 @@ def recover_model(state_dir: Path, name: str) -> str:
     if rec.state not in TERMINAL and rec.state != "idle":
         committed = rec.version is not None and chosen == version_dir_name(rec.version, rec.serial)
         if committed:
-            rec.state, rec.reason, rec.retryable = "active", "", False
+            rec.state, rec.reason, rec.code, rec.retryable = "active", "", "", False
         else:
             # Resending the same bundle may resume a cut transfer; but a model that was being
             # validated may itself have crashed the agent, so that one is not tried again.
             rec.retryable = rec.state == "receiving"
             rec.reason = f"interrupted by a restart while {rec.state}"
-            rec.state = "rejected"
+            rec.state, rec.code = "rejected", "interrupted"
     mv.save_record(rec)
     # Unreferenced folders: installed but never committed when the crash came.
     if mv.versions.is_dir():

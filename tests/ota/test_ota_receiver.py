@@ -123,6 +123,10 @@ def test_a_model_failing_its_golden_vectors_is_refused(
     assert (final["state"], final["code"]) == ("rejected", "golden")
     assert "fails golden vector" in final["reason"]
     assert _active_version(config) == "1.0.0"
+    # ota.json is the one record of the outcome: a restarted agent reports the same status,
+    # and so does every other way of asking.
+    assert OtaService(config, trusted=service.trusted).status(NAME) == final
+    assert service.receiver(NAME).status() == final == service.status(NAME)
 
 
 def test_a_model_emitting_nan_is_refused(tmp_path: Path, keys: Path, service: OtaService) -> None:
