@@ -30,7 +30,7 @@ from agent.engine.runner import PluginRunner
 from agent.engine.staging import Reload
 from agent.engine.supervisor import Supervisor
 from agent.errors import ModelError, PluginError
-from agent.hal import Hal
+from agent.hal.router import Hal
 from agent.plugin.base import Plugin, PluginParams
 from agent.plugin.channel import OutputChannel
 from agent.plugin.registry import PluginRegistry

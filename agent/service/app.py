@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 from agent.config.sections import AgentConfig
 from agent.engine.host import PluginHost
-from agent.hal import Hal, HalBackend
+from agent.hal.base import HalBackend
+from agent.hal.router import Hal
 from agent.plugin.registry import PluginRegistry
 
 log = logging.getLogger(__name__)

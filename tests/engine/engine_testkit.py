@@ -17,8 +17,8 @@ from pydantic import Field
 
 from agent.config.sections import AgentConfig, RuntimeConfig
 from agent.engine.host import PluginHost
-from agent.hal import Hal
 from agent.hal.base import ActuatorSpec, SensorSpec
+from agent.hal.router import Hal
 from agent.hal.simulator import Simulator
 from agent.plugin.base import Plugin, PluginContext, PluginParams
 from agent.plugin.registry import PluginRegistry

@@ -11,8 +11,8 @@ import pytest
 
 from agent.config.sections import HalConfig
 from agent.errors import HalError
-from agent.hal import Hal
 from agent.hal.base import ActuatorSpec, SensorSpec
+from agent.hal.router import Hal
 from agent.hal.sim import SimHal
 
 SIM = "engine_testkit:WaveSim"
