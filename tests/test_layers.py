@@ -10,6 +10,7 @@ layer may import only layers listed before it):
     agent.config                                 config sections and loading
     agent.transport                              the message transport seam and message types
     agent.runtime                                inference backends, model folders, model slot
+    agent.modelimport                            a user's model made a model folder (byom branch)
     agent.hal                                    sensors and actuators, the simulator seam
     agent.plugin                                 the plugin seam: base, output channel, registry
     agent.engine                                 loops, runners, the plugin host
@@ -40,6 +41,7 @@ LAYERS = (
     "agent.config",
     "agent.transport",
     "agent.runtime",
+    "agent.modelimport",
     "agent.hal",
     "agent.plugin",
     "agent.engine",
