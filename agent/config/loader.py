@@ -16,18 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.config.errors import (
-    ErrorEntry,
-    Loc,
-    child_annotation,
-    from_validation,
-    is_container,
-    is_list,
-    is_path,
-    is_text,
-    key_path,
-    model_of,
-)
+from agent.config import schema
+from agent.config.errors import ErrorEntry, Loc, from_validation, key_path
 from agent.config.sections import CHECK_FILES, AgentConfig, MqttConfig
 from agent.errors import ConfigError, EdgeAgentError
 
@@ -84,7 +74,9 @@ def load_config(
     try:
         config = AgentConfig.model_validate(data, context=context)
     except ValidationError as exc:
-        errors += from_validation(exc, root=AgentConfig, data=data, origins=origins)
+        errors += from_validation(
+            exc, data=data, origins=origins, known_keys=lambda loc: schema.keys_at(AgentConfig, loc)
+        )
         raise ConfigError(errors, source=source) from None
     if errors:
         raise ConfigError(errors, source=source)
@@ -143,16 +135,12 @@ def _resolve_paths(value: Any, annotation: Any, base: Path) -> Any:
     """`value` with every relative path (as the schema types them) made absolute against base."""
     if annotation is None:
         return value
-    if is_path(annotation) and isinstance(value, (str, Path)):
+    if schema.is_path(annotation) and isinstance(value, (str, Path)):
         return _absolute(str(value), base)
     if isinstance(value, dict):
-        return {
-            k: _resolve_paths(v, child_annotation(annotation, k), base) for k, v in value.items()
-        }
+        return {k: _resolve_paths(v, schema.child(annotation, k), base) for k, v in value.items()}
     if isinstance(value, list):
-        return [
-            _resolve_paths(v, child_annotation(annotation, i), base) for i, v in enumerate(value)
-        ]
+        return [_resolve_paths(v, schema.child(annotation, i), base) for i, v in enumerate(value)]
     return value
 
 
@@ -200,7 +188,7 @@ def _set_override(data: dict[str, Any], name: str, raw: str, cwd: Path) -> Loc:
     for i, segment in enumerate(segments):
         key = _pick(node, annotation, segment, loc)
         loc += (key,)
-        annotation = child_annotation(annotation, key)
+        annotation = schema.child(annotation, key)
         if i == len(segments) - 1:
             _put(node, key, _resolve_paths(_env_value(raw, annotation), annotation, cwd))
             return loc
@@ -212,8 +200,8 @@ def _pick(node: dict[str, Any] | list[Any], annotation: Any, segment: str, loc: 
     """The key or index `segment` names: schema fields and existing keys match without case."""
     if isinstance(node, list):
         return _pick_entry(node, segment, loc)
-    model = model_of(annotation)
-    known = list(model.model_fields) if model is not None else list(node)
+    section = schema.fields(annotation)
+    known = list(section) if section else list(node)
     if segment in known:
         return segment
     folded = segment.casefold()
@@ -221,7 +209,7 @@ def _pick(node: dict[str, Any] | list[Any], annotation: Any, segment: str, loc: 
         if candidate.casefold() == folded:
             return candidate
     # An unknown field of a section is lower-cased like every field, so errors read `mqtt.hots`.
-    return segment.lower() if model is not None else segment
+    return segment.lower() if section else segment
 
 
 def _pick_entry(node: list[Any], segment: str, loc: Loc) -> int:
@@ -245,10 +233,10 @@ def _descend(
     node: dict[str, Any] | list[Any], key: str | int, annotation: Any, loc: Loc
 ) -> dict[str, Any] | list[Any]:
     current = node[int(key)] if isinstance(node, list) else node.get(str(key))
-    if annotation is not None and model_of(annotation) is None and not is_container(annotation):
+    if annotation is not None and not schema.is_table(annotation):
         raise _OverrideError("is a single value, not a table", loc)
     if current is None:
-        if is_list(annotation):
+        if schema.is_list(annotation):
             raise _OverrideError("the file has no such list to pick an entry from", loc)
         current = {}
         _put(node, key, current)
@@ -266,7 +254,7 @@ def _put(node: dict[str, Any] | list[Any], key: str | int, value: Any) -> None:
 
 def _env_value(raw: str, annotation: Any) -> Any:
     """The value of a variable: raw text for text fields, else a TOML value when it is one."""
-    if is_text(annotation):
+    if schema.is_text(annotation):
         return raw
     try:
         parsed = tomllib.loads(f"v = {raw}")
