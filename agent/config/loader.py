@@ -6,7 +6,6 @@ import copy
 import datetime
 import json
 import logging
-import math
 import os
 import re
 import sys
@@ -14,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from pydantic import ValidationError
 
 from agent.config import schema
@@ -298,56 +298,13 @@ def _read_secret(path: Path, key: str) -> str:
 def format_config(cfg: AgentConfig) -> str:
     """The configuration as TOML that `load_config` reads back to an equal config."""
     # TOML has no null: unset optional keys are left out, which is what their default means.
-    lines = _toml_table(cfg.model_dump(exclude_none=True), ())
-    return "\n".join(lines).strip() + "\n"
+    return tomli_w.dumps(_toml_ready(cfg.model_dump(exclude_none=True)))
 
 
-def _toml_table(table: Mapping[str, Any], prefix: tuple[str, ...]) -> list[str]:
-    lines = []
-    tables = []
-    arrays = []
-    for key, value in table.items():
-        if isinstance(value, dict) and value:
-            tables.append((key, value))
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            arrays.append((key, value))
-        else:
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    for key, sub in tables:
-        header = ".".join(_toml_key(k) for k in (*prefix, key))
-        lines += ["", f"[{header}]", *_toml_table(sub, (*prefix, key))]
-    for key, entries in arrays:
-        header = ".".join(_toml_key(k) for k in (*prefix, key))
-        for entry in entries:
-            lines += ["", f"[[{header}]]", *_toml_table(entry, (*prefix, key))]
-    return lines
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
-
-
-def _toml_string(text: str) -> str:
-    # A JSON string is a TOML basic string, except that TOML also forbids a raw DEL.
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, (str, Path)):
-        return _toml_string(str(value))
-    if isinstance(value, (datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+def _toml_ready(value: Any) -> Any:
+    # Paths as text; everything else (dates in plugin params included) as TOML types it.
     if isinstance(value, dict):
-        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
-        return "{" + items + "}" if items else "{}"
-    return _toml_string(str(value))
+        return {k: _toml_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_toml_ready(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
