@@ -18,9 +18,10 @@ from agent.config.hal import MqttDeviceConfig as MqttDeviceConfig
 from agent.config.hal import SimDeviceConfig as SimDeviceConfig
 from agent.config.runtime import AutoRuntime as AutoRuntime
 from agent.config.runtime import CoralRuntime as CoralRuntime
-from agent.config.runtime import CpuRuntime, RuntimeSection
+from agent.config.runtime import CpuRuntime as CpuRuntime
 from agent.config.runtime import NpuRuntime as NpuRuntime
 from agent.config.runtime import RuntimeConfig as RuntimeConfig
+from agent.config.runtime import RuntimeSection
 
 
 class DeviceConfig(Section):
