@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes.util
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from agent.config.runtime import ACCELERATORS, RuntimeConfig
 from agent.errors import AcceleratorUnavailable, ModelError
 from agent.runtime import accelerators as accel
 from agent.runtime import load_model, pick_format, verify_folder
-from agent.runtime.accelerators import discover
+from agent.runtime.accelerators import discover, onnx_providers, providers
 from agent.runtime.manifest import load_manifest
 
 MISSING_LIB = "libedge_agent_no_such_delegate.so.1"
@@ -158,3 +159,17 @@ def test_settings_of_another_class_are_refused(model_copy: Path) -> None:
     hand_built = RuntimeConfig.model_construct(accelerator="npu")  # skips the validator
     with pytest.raises(ModelError, match="needs NpuRuntime"):
         load_model(model_copy, hand_built)
+
+
+def test_onnx_runtime_that_fails_to_import_is_logged_once_not_fatal(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now fails
+    providers._available.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert onnx_providers(["CUDAExecutionProvider"]) == ([], ["CUDAExecutionProvider"])
+            assert onnx_providers(["CPUExecutionProvider"]) == ([], ["CPUExecutionProvider"])
+        assert len(_warnings(caplog)) == 1 and "ONNX Runtime not importable" in caplog.text
+    finally:
+        providers._available.cache_clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from agent.runtime.accelerators.base import Placement
@@ -11,14 +12,21 @@ from agent.runtime.onnx import CPU_PROVIDER
 _log = logging.getLogger(__name__)
 
 
-def onnx_providers(wanted: list[str]) -> tuple[list[str], list[str]]:
-    """Split `wanted` ORT execution providers into (available in this build, missing)."""
+@functools.cache
+def _available() -> frozenset[str]:
+    # Once per process: the providers of an ORT build do not change, and a missing ORT is
+    # logged once rather than at every model load.
     try:
         import onnxruntime as ort
-    except ImportError as exc:  # an optional library: logged, and every provider is missing
-        _log.warning("ONNX Runtime not importable, no execution providers: %s", exc)
-        return [], list(wanted)
-    available = set(ort.get_available_providers())
+    except ImportError as exc:  # optional here: every provider is then missing, never fatal
+        _log.warning("ONNX Runtime not importable, so no execution providers: %s", exc)
+        return frozenset()
+    return frozenset(ort.get_available_providers())
+
+
+def onnx_providers(wanted: list[str]) -> tuple[list[str], list[str]]:
+    """Split `wanted` ORT execution providers into (available in this build, missing)."""
+    available = _available()
     return [p for p in wanted if p in available], [p for p in wanted if p not in available]
 
 
