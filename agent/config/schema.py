@@ -30,19 +30,32 @@ def _strip(annotation: Any) -> Any:
 
 def sections(annotation: Any) -> list[type[BaseModel]]:
     """The models a value of `annotation` may be: one, several for a keyed union, or none."""
-    inner = _strip(annotation)
-    options = get_args(inner) if get_origin(inner) in _UNIONS else (inner,)
-    found = [_strip(o) for o in options]
-    return [m for m in found if isinstance(m, type) and issubclass(m, BaseModel)]
+    return _tables(annotation)[0]
 
 
 def fields(annotation: Any) -> dict[str, FieldInfo]:
     """The keys of the table(s) `annotation` stands for; empty when it is no table of ours."""
-    merged: dict[str, FieldInfo] = {}
-    for model in sections(annotation):
-        for name, info in model.model_fields.items():
-            merged.setdefault(name, info)
-    return merged
+    return _tables(annotation)[1]
+
+
+_SEEN: dict[int, tuple[Any, list[type[BaseModel]], dict[str, FieldInfo]]] = {}
+
+
+def _tables(annotation: Any) -> tuple[list[type[BaseModel]], dict[str, FieldInfo]]:
+    # Cached by identity (a union's Discriminator is unhashable): the schema's annotations live
+    # as long as the process, and keeping each one here keeps its id from being reused.
+    seen = _SEEN.get(id(annotation))
+    if seen is None or seen[0] is not annotation:
+        inner = _strip(annotation)
+        options = get_args(inner) if get_origin(inner) in _UNIONS else (inner,)
+        found = [_strip(o) for o in options]
+        models = [m for m in found if isinstance(m, type) and issubclass(m, BaseModel)]
+        merged: dict[str, FieldInfo] = {}
+        for model in models:
+            for name, info in model.model_fields.items():
+                merged.setdefault(name, info)
+        seen = _SEEN[id(annotation)] = (annotation, models, merged)
+    return seen[1], seen[2]
 
 
 def child(annotation: Any, key: str | int) -> Any:
