@@ -1,18 +1,19 @@
-"""Naming what is wrong in a configuration: key paths, messages and the values that were given."""
+"""Turning pydantic's errors into `key.path: message (got VALUE)`, with the key a typo meant and
+the environment variable to blame."""
 
 from __future__ import annotations
 
 import difflib
 import json
 import re
-import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from agent.config.base import UNKNOWN_CHOICE
 from agent.errors import ConfigError
 
 Loc = tuple[str | int, ...]
@@ -21,77 +22,10 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _NAME_IN_PATH = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def unwrap(annotation: Any) -> Any:
-    """The annotation without `Annotated[...]` metadata and without `| None`."""
-    while True:
-        origin = get_origin(annotation)
-        if origin is Annotated:
-            annotation = get_args(annotation)[0]
-        elif origin in (Union, types.UnionType):
-            rest = [a for a in get_args(annotation) if a is not type(None)]
-            if len(rest) != 1:
-                return annotation
-            annotation = rest[0]
-        else:
-            return annotation
-
-
-def model_of(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model class an annotation stands for, if it is one."""
-    inner = unwrap(annotation)
-    if isinstance(inner, type) and issubclass(inner, BaseModel):
-        return inner
-    return None
-
-
-def child_annotation(annotation: Any, key: str | int) -> Any:
-    """The annotation of `key` inside a value of `annotation`; None when not known (Any)."""
-    model = model_of(annotation)
-    if model is not None:
-        field = model.model_fields.get(str(key))
-        return field.annotation if field is not None else None
-    inner = unwrap(annotation)
-    origin = get_origin(inner)
-    if origin is list:
-        return get_args(inner)[0]
-    if origin is dict:
-        return get_args(inner)[1]
-    return None
-
-
-def annotation_at(root: Any, loc: Sequence[str | int]) -> Any:
-    """The annotation found by following `loc` from `root`; None when the walk leaves the schema."""
-    annotation = root
-    for key in loc:
-        if annotation is None:
-            return None
-        annotation = child_annotation(annotation, key)
-    return annotation
-
-
-def is_path(annotation: Any) -> bool:
-    """True for `Path` fields (optional or constrained ones too)."""
-    return unwrap(annotation) is Path
-
-
-def is_list(annotation: Any) -> bool:
-    """True when the schema expects a list here."""
-    return get_origin(unwrap(annotation)) is list
-
-
-def is_container(annotation: Any) -> bool:
-    """True when the schema expects a list or a table (dict) here."""
-    return get_origin(unwrap(annotation)) in (list, dict)
-
-
-def is_text(annotation: Any) -> bool:
-    """True for fields whose value is text: str, Path, or a choice among strings."""
-    inner = unwrap(annotation)
-    if inner in (str, Path):
-        return True
-    if get_origin(inner) is Literal:
-        return all(isinstance(a, str) for a in get_args(inner))
-    return False
+def _is_tag(key: str | int, node: object) -> bool:
+    # pydantic puts the chosen member of a keyed union in the location (`accelerator=npu`);
+    # it is no key the user wrote (a real key with "=" would be one of the table's keys).
+    return isinstance(key, str) and "=" in key and not (isinstance(node, dict) and key in node)
 
 
 def key_path(loc: Sequence[str | int], data: object) -> str:
@@ -99,6 +33,8 @@ def key_path(loc: Sequence[str | int], data: object) -> str:
     out = ""
     node: object = data
     for key in loc:
+        if _is_tag(key, node):
+            continue
         if isinstance(key, int):
             name = _entry_name(node, key)
             out += f"[{name if name is not None else key}]"
@@ -128,17 +64,37 @@ def _step(node: object, key: str | int) -> object:
 def from_validation(
     exc: ValidationError,
     *,
-    root: type[BaseModel],
     data: Mapping[str, Any],
     origins: Mapping[Loc, str],
+    known_keys: Callable[[Loc], Collection[str]],
 ) -> list[ErrorEntry]:
-    """One (key_path, message, value) per pydantic error, naming env variables that set values."""
+    """One (key_path, message, value) per pydantic error, naming env variables that set values.
+
+    `known_keys(loc)` lists the keys the table at `loc` may hold, for did-you-mean.
+    """
     entries = []
     for err in exc.errors(include_url=False):
         loc: Loc = tuple(err["loc"])
-        message = _message(err, root, loc) + origin_note(loc, origins)
-        entries.append((key_path(loc, data), message, _shown_input(err)))
+        value = None if err["type"] == "missing" else plain(err["input"])
+        if err["type"] == UNKNOWN_CHOICE:  # reported on the key that chose, not its table
+            key = err.get("ctx", {})["key"]
+            loc += (key,)
+            value = value.get(key) if isinstance(value, dict) else value
+        message = _message(err, loc, known_keys) + _blame(loc, origins)
+        entries.append((key_path(loc, data), message, value))
     return entries
+
+
+def _blame(loc: Loc, origins: Mapping[Loc, str]) -> str:
+    plain_loc = tuple(k for k in loc if not _is_tag(k, None))
+    note = origin_note(plain_loc, origins)
+    tags = [i for i, k in enumerate(loc) if _is_tag(k, None)]
+    if note or not tags:
+        return note
+    # Inside a keyed union: the variable that chose the member explains a key it lacks.
+    chooser = str(loc[tags[-1]]).partition("=")[0]
+    where = (*(k for k in loc[: tags[-1]] if not _is_tag(k, None)), chooser)
+    return f" ({chooser} set by {origins[where]})" if where in origins else ""
 
 
 def origin_note(loc: Loc, origins: Mapping[Loc, str]) -> str:
@@ -151,24 +107,19 @@ def origin_note(loc: Loc, origins: Mapping[Loc, str]) -> str:
     return f" (involves {', '.join(sorted(inside))})" if inside else ""
 
 
-def _message(err: ErrorDetails, root: type[BaseModel], loc: Loc) -> str:
+def _message(err: ErrorDetails, loc: Loc, known_keys: Callable[[Loc], Collection[str]]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        model = model_of(annotation_at(root, loc[:-1]))
-        known = list(model.model_fields) if model is not None else []
-        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        return "unknown key" + (f" (did you mean '{close[0]}'?)" if close else "")
+        message = "unknown key"
+        if len(loc) > 1 and _is_tag(loc[-2], None):  # `accelerator=cpu` -> "for accelerator 'cpu'"
+            chooser, _, choice = str(loc[-2]).partition("=")
+            message += f" for {chooser} '{choice}'"
+        close = difflib.get_close_matches(str(loc[-1]), known_keys(loc[:-1]), n=1)
+        return message + (f" (did you mean '{close[0]}'?)" if close else "")
     if kind == "missing":
         return "required key missing"
-    message = err["msg"]
     # pydantic prefixes the message of every ValueError raised in a validator.
-    return message.removeprefix("Value error, ")
-
-
-def _shown_input(err: ErrorDetails) -> object:
-    if err["type"] == "missing":
-        return None
-    return plain(err["input"])
+    return err["msg"].removeprefix("Value error, ")
 
 
 def plain(value: object) -> object:

@@ -6,7 +6,6 @@ import copy
 import datetime
 import json
 import logging
-import math
 import os
 import re
 import sys
@@ -14,20 +13,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from pydantic import ValidationError
 
-from agent.config.errors import (
-    ErrorEntry,
-    Loc,
-    child_annotation,
-    from_validation,
-    is_container,
-    is_list,
-    is_path,
-    is_text,
-    key_path,
-    model_of,
-)
+from agent.config import schema
+from agent.config.errors import ErrorEntry, Loc, from_validation, key_path
 from agent.config.sections import CHECK_FILES, AgentConfig, MqttConfig
 from agent.errors import ConfigError, EdgeAgentError
 
@@ -84,7 +74,9 @@ def load_config(
     try:
         config = AgentConfig.model_validate(data, context=context)
     except ValidationError as exc:
-        errors += from_validation(exc, root=AgentConfig, data=data, origins=origins)
+        errors += from_validation(
+            exc, data=data, origins=origins, known_keys=lambda loc: schema.keys_at(AgentConfig, loc)
+        )
         raise ConfigError(errors, source=source) from None
     if errors:
         raise ConfigError(errors, source=source)
@@ -143,16 +135,12 @@ def _resolve_paths(value: Any, annotation: Any, base: Path) -> Any:
     """`value` with every relative path (as the schema types them) made absolute against base."""
     if annotation is None:
         return value
-    if is_path(annotation) and isinstance(value, (str, Path)):
+    if schema.is_path(annotation) and isinstance(value, (str, Path)):
         return _absolute(str(value), base)
     if isinstance(value, dict):
-        return {
-            k: _resolve_paths(v, child_annotation(annotation, k), base) for k, v in value.items()
-        }
+        return {k: _resolve_paths(v, schema.child(annotation, k), base) for k, v in value.items()}
     if isinstance(value, list):
-        return [
-            _resolve_paths(v, child_annotation(annotation, i), base) for i, v in enumerate(value)
-        ]
+        return [_resolve_paths(v, schema.child(annotation, i), base) for i, v in enumerate(value)]
     return value
 
 
@@ -200,7 +188,7 @@ def _set_override(data: dict[str, Any], name: str, raw: str, cwd: Path) -> Loc:
     for i, segment in enumerate(segments):
         key = _pick(node, annotation, segment, loc)
         loc += (key,)
-        annotation = child_annotation(annotation, key)
+        annotation = schema.child(annotation, key)
         if i == len(segments) - 1:
             _put(node, key, _resolve_paths(_env_value(raw, annotation), annotation, cwd))
             return loc
@@ -212,8 +200,8 @@ def _pick(node: dict[str, Any] | list[Any], annotation: Any, segment: str, loc: 
     """The key or index `segment` names: schema fields and existing keys match without case."""
     if isinstance(node, list):
         return _pick_entry(node, segment, loc)
-    model = model_of(annotation)
-    known = list(model.model_fields) if model is not None else list(node)
+    section = schema.fields(annotation)
+    known = list(section) if section else list(node)
     if segment in known:
         return segment
     folded = segment.casefold()
@@ -221,7 +209,7 @@ def _pick(node: dict[str, Any] | list[Any], annotation: Any, segment: str, loc: 
         if candidate.casefold() == folded:
             return candidate
     # An unknown field of a section is lower-cased like every field, so errors read `mqtt.hots`.
-    return segment.lower() if model is not None else segment
+    return segment.lower() if section else segment
 
 
 def _pick_entry(node: list[Any], segment: str, loc: Loc) -> int:
@@ -245,10 +233,10 @@ def _descend(
     node: dict[str, Any] | list[Any], key: str | int, annotation: Any, loc: Loc
 ) -> dict[str, Any] | list[Any]:
     current = node[int(key)] if isinstance(node, list) else node.get(str(key))
-    if annotation is not None and model_of(annotation) is None and not is_container(annotation):
+    if annotation is not None and not schema.is_table(annotation):
         raise _OverrideError("is a single value, not a table", loc)
     if current is None:
-        if is_list(annotation):
+        if schema.is_list(annotation):
             raise _OverrideError("the file has no such list to pick an entry from", loc)
         current = {}
         _put(node, key, current)
@@ -266,7 +254,7 @@ def _put(node: dict[str, Any] | list[Any], key: str | int, value: Any) -> None:
 
 def _env_value(raw: str, annotation: Any) -> Any:
     """The value of a variable: raw text for text fields, else a TOML value when it is one."""
-    if is_text(annotation):
+    if schema.is_text(annotation):
         return raw
     try:
         parsed = tomllib.loads(f"v = {raw}")
@@ -310,56 +298,13 @@ def _read_secret(path: Path, key: str) -> str:
 def format_config(cfg: AgentConfig) -> str:
     """The configuration as TOML that `load_config` reads back to an equal config."""
     # TOML has no null: unset optional keys are left out, which is what their default means.
-    lines = _toml_table(cfg.model_dump(exclude_none=True), ())
-    return "\n".join(lines).strip() + "\n"
+    return tomli_w.dumps(_toml_ready(cfg.model_dump(exclude_none=True)))
 
 
-def _toml_table(table: Mapping[str, Any], prefix: tuple[str, ...]) -> list[str]:
-    lines = []
-    tables = []
-    arrays = []
-    for key, value in table.items():
-        if isinstance(value, dict) and value:
-            tables.append((key, value))
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            arrays.append((key, value))
-        else:
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    for key, sub in tables:
-        header = ".".join(_toml_key(k) for k in (*prefix, key))
-        lines += ["", f"[{header}]", *_toml_table(sub, (*prefix, key))]
-    for key, entries in arrays:
-        header = ".".join(_toml_key(k) for k in (*prefix, key))
-        for entry in entries:
-            lines += ["", f"[[{header}]]", *_toml_table(entry, (*prefix, key))]
-    return lines
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
-
-
-def _toml_string(text: str) -> str:
-    # A JSON string is a TOML basic string, except that TOML also forbids a raw DEL.
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, (str, Path)):
-        return _toml_string(str(value))
-    if isinstance(value, (datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+def _toml_ready(value: Any) -> Any:
+    # Paths as text; everything else (dates in plugin params included) as TOML types it.
     if isinstance(value, dict):
-        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
-        return "{" + items + "}" if items else "{}"
-    return _toml_string(str(value))
+        return {k: _toml_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_toml_ready(v) for v in value]
+    return str(value) if isinstance(value, Path) else value

@@ -3,42 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-from pydantic_core import PydanticCustomError
+from pydantic import Field, field_validator, model_validator
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-CHECK_FILES = "check_files"
-"""Validation context key: when true, files the agent must read at start are checked to exist."""
-
-
-def _file_present(path: Path, info: ValidationInfo) -> Path:
-    # Only when the loader asks: board files name paths that exist on the board, not here.
-    if info.context and info.context.get(CHECK_FILES):
-        if not path.exists():
-            raise PydanticCustomError("file_missing", "file not found")
-        if not path.is_file():
-            raise PydanticCustomError("file_not_regular", "not a regular file")
-    return path
-
-
-RequiredFile = Annotated[Path, AfterValidator(_file_present)]
-"""A path to a file read at start; checked to exist when validated with CHECK_FILES."""
-
-
-class Section(BaseModel):
-    """Base of every config section: strict about unknown keys, immutable once loaded."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# The runtime and HAL sections live in their own modules; re-exported so every section is
+# still imported from here.
+from agent.config.base import CHECK_FILES as CHECK_FILES
+from agent.config.base import ID_PATTERN as ID_PATTERN
+from agent.config.base import RequiredFile, Section
+from agent.config.hal import HalConfig as HalConfig
+from agent.config.hal import HalDeviceConfig as HalDeviceConfig
+from agent.config.hal import MqttDeviceConfig as MqttDeviceConfig
+from agent.config.hal import SimDeviceConfig as SimDeviceConfig
+from agent.config.runtime import AutoRuntime as AutoRuntime
+from agent.config.runtime import CoralRuntime as CoralRuntime
+from agent.config.runtime import CpuRuntime as CpuRuntime
+from agent.config.runtime import NpuRuntime as NpuRuntime
+from agent.config.runtime import RuntimeConfig as RuntimeConfig
+from agent.config.runtime import RuntimeSection
 
 
 class DeviceConfig(Section):
@@ -51,30 +34,6 @@ class DeviceConfig(Section):
     board: str = Field(default="generic-x86", description="Board kind this config was written for")
     group: str = Field(
         default="default", pattern=ID_PATTERN, description="Fleet group for group commands"
-    )
-
-
-class RuntimeConfig(Section):
-    """Where and how models run."""
-
-    accelerator: Literal["auto", "cpu", "npu", "coral"] = Field(
-        default="cpu", description="auto tries coral, then npu, then cpu"
-    )
-    strict: bool = Field(default=False, description="Fail instead of falling back to CPU")
-    threads: int = Field(default=1, ge=1, le=64, description="Intra-op threads per model")
-    npu_delegate: str | None = Field(
-        default=None,
-        description="TFLite external delegate library for the NPU, e.g. libvx_delegate.so",
-    )
-    npu_delegate_options: dict[str, str] = Field(
-        default_factory=dict, description="Options passed to the external delegate"
-    )
-    onnx_providers: list[str] = Field(
-        default_factory=list,
-        description="ONNX Runtime execution providers tried in order for npu, before CPU",
-    )
-    edgetpu_library: str = Field(
-        default="libedgetpu.so.1", description="Coral Edge TPU delegate library"
     )
 
 
@@ -164,52 +123,6 @@ class OutboxConfig(Section):
         le=1,
         description="Share of max_bytes telemetry may use before dropping oldest",
     )
-
-
-class HalDeviceConfig(Section):
-    """Where one HAL device of one plugin comes from, when not from the default backend."""
-
-    backend: Literal["sim", "mqtt"] = Field(
-        default="sim", description="HAL backend for this device"
-    )
-    topic: str | None = Field(
-        default=None, description="mqtt: sensor topic to read, or actuator topic"
-    )
-    field: str | None = Field(
-        default=None, description="mqtt: dotted path of the value in the JSON payload"
-    )
-    stale_after_s: float = Field(
-        default=60.0, gt=0, description="mqtt sensor: reported stale after this"
-    )
-
-    @model_validator(mode="after")
-    def _mqtt_needs_topic(self) -> HalDeviceConfig:
-        if self.backend == "mqtt" and not self.topic:
-            raise ValueError("backend 'mqtt' needs a topic")
-        return self
-
-
-class HalConfig(Section):
-    """Hardware abstraction: which backend provides sensors and actuators."""
-
-    backend: Literal["sim", "mqtt"] = Field(
-        default="sim", description="Default backend for all devices"
-    )
-    sim_seed: int = Field(default=0, description="Seed of the simulators behind the sim backend")
-    sim_speed: float = Field(
-        default=1.0, gt=0, le=1000, description="Simulated seconds per real second"
-    )
-    devices: dict[str, HalDeviceConfig] = Field(
-        default_factory=dict, description="Per device overrides, keyed '<plugin>.<device>'"
-    )
-
-    @field_validator("devices")
-    @classmethod
-    def _device_keys(cls, value: dict[str, HalDeviceConfig]) -> dict[str, HalDeviceConfig]:
-        bad = sorted(k for k in value if k.count(".") != 1 or "" in k.split("."))
-        if bad:
-            raise ValueError(f"keys must look like '<plugin>.<device>': {', '.join(bad)}")
-        return value
 
 
 class PluginConfig(Section):
@@ -324,7 +237,7 @@ class AgentConfig(Section):
     """The whole agent configuration."""
 
     device: DeviceConfig = Field(default_factory=DeviceConfig)
-    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    runtime: RuntimeSection = Field(default_factory=CpuRuntime)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     hal: HalConfig = Field(default_factory=HalConfig)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.config.sections import AgentConfig, HalDeviceConfig
+from agent.config.sections import AgentConfig, MqttDeviceConfig
 from agent.errors import HalError
 from agent.hal.base import Actuator, ActuatorSpec, Buffer, HalBackend, Sensor, SensorSpec
 
@@ -97,7 +97,7 @@ def _nest(path: str | None, value: Any) -> Any:
 class MqttSensor(Sensor):
     """A sensor whose readings arrive on an MQTT topic."""
 
-    def __init__(self, key: str, spec: SensorSpec, cfg: HalDeviceConfig) -> None:
+    def __init__(self, key: str, spec: SensorSpec, cfg: MqttDeviceConfig) -> None:
         self.key = key
         self.spec = spec
         self.topic = str(cfg.topic)
@@ -155,7 +155,7 @@ class MqttSensor(Sensor):
 class MqttActuator(Actuator):
     """An actuator driven by publishing its value."""
 
-    def __init__(self, key: str, spec: ActuatorSpec, cfg: HalDeviceConfig) -> None:
+    def __init__(self, key: str, spec: ActuatorSpec, cfg: MqttDeviceConfig) -> None:
         self.key = key
         self.spec = spec
         self.topic = str(cfg.topic)
@@ -210,10 +210,10 @@ class MqttHal(HalBackend):
         for sensor in self._sensors.values():
             transport.subscribe(sensor.topic, sensor.on_message, qos=1)
 
-    def _device(self, plugin: str, name: str) -> tuple[str, HalDeviceConfig]:
+    def _device(self, plugin: str, name: str) -> tuple[str, MqttDeviceConfig]:
         key = f"{plugin}.{name}"
         cfg = self.config.hal.devices.get(key)
-        if cfg is None or not cfg.topic:
+        if not isinstance(cfg, MqttDeviceConfig):
             raise HalError(
                 f"hal.devices[{key!r}].topic is required for the mqtt backend "
                 "(the topic the device publishes on, or listens to)"

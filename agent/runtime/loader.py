@@ -13,8 +13,8 @@ from agent.runtime.accelerators import (
     Placement,
     cpu_file,
     load_delegate,
-    onnx_providers,
     place,
+    preferred_format,
     unavailable,
 )
 from agent.runtime.base import Model
@@ -86,11 +86,9 @@ def pick_format(manifest: Manifest, runtime: RuntimeConfig) -> Format:
     from agent.runtime.tflite import litert_available
 
     formats = {f.format for f in manifest.files}
-    onnx_npu = runtime.onnx_providers and not runtime.npu_delegate and "onnx" in formats
-    if onnx_npu and runtime.accelerator == "npu":
-        return "onnx"
-    if onnx_npu and runtime.accelerator == "auto" and onnx_providers(runtime.onnx_providers)[0]:
-        return "onnx"
+    wanted = preferred_format(manifest, runtime)
+    if wanted is not None:
+        return wanted
     if "tflite" in formats and litert_available():
         return "tflite"
     if "onnx" in formats:

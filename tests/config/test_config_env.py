@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import load_config
+from agent.config.sections import NpuRuntime
 
 Write = Callable[..., Path]
 Errors = Callable[..., dict[str, tuple[str, object]]]
@@ -39,11 +40,13 @@ def test_values_parse_as_toml(write_toml: Write) -> None:
         "EDGE_AGENT__MQTT__ENABLED": "false",
         "EDGE_AGENT__MQTT__RECONNECT_MAX_S": "12.5",
         "EDGE_AGENT__MQTT__COMMANDS": '["status", "stats"]',
+        "EDGE_AGENT__RUNTIME__ACCELERATOR": "npu",
         "EDGE_AGENT__RUNTIME__ONNX_PROVIDERS": "['CUDAExecutionProvider']",
     }
     cfg = load_config(write_toml(""), env=env)
     assert cfg.mqtt.enabled is False and cfg.mqtt.reconnect_max_s == 12.5
     assert cfg.mqtt.commands == ["status", "stats"]
+    assert isinstance(cfg.runtime, NpuRuntime)
     assert cfg.runtime.onnx_providers == ["CUDAExecutionProvider"]
 
 
@@ -170,3 +173,17 @@ def test_a_failed_variable_leaves_nothing_behind(write_toml: Write, config_error
     # Without rollback, the half-built [mqtt.tls] table would add a "ca_file missing" error.
     errors = config_errors(write_toml(""), env={"EDGE_AGENT__MQTT__TLS__VERIFY__X": "1"})
     assert list(errors) == ["mqtt.tls.verify"]
+
+
+def test_an_accelerator_from_env_is_blamed_for_keys_it_does_not_take(
+    write_toml: Write, config_errors: Errors
+) -> None:
+    path = write_toml('[runtime]\naccelerator = "npu"\nnpu_delegate = "/usr/lib/libvx.so"\n')
+    errors = config_errors(path, env={"EDGE_AGENT__RUNTIME__ACCELERATOR": "cpu"})
+    assert errors == {
+        "runtime.npu_delegate": (
+            "unknown key for accelerator 'cpu' (accelerator set by "
+            "EDGE_AGENT__RUNTIME__ACCELERATOR)",
+            "/usr/lib/libvx.so",
+        )
+    }

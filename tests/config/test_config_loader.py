@@ -7,8 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from agent.config import AgentConfig, ConfigError, format_config, load_config
+from agent.config.sections import AutoRuntime, CpuRuntime, RuntimeConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -138,15 +140,16 @@ def test_every_error_is_reported_not_just_the_first(
 ) -> None:
     path = write_toml(
         'unknown = 1\n[device]\nid = "bad id!"\n[mqtt]\nport = 0\nkeepalive = 1\n'
-        '[runtime]\naccelerator = "gpu"\nthreads = 0\n'
+        '[runtime]\naccelerator = "gpu"\nthreads = 0\n[engine]\nspin_us = -1\n'
     )
+    # An accelerator naming no settings class leaves nothing to check the rest of [runtime] by.
     assert set(config_errors(path)) == {
         "unknown",
         "device.id",
         "mqtt.port",
         "mqtt.keepalive",
         "runtime.accelerator",
-        "runtime.threads",
+        "engine.spin_us",
     }
 
 
@@ -195,7 +198,7 @@ def test_config_error_carries_the_source(write_toml: Write) -> None:
 
 def test_format_config_round_trips(write_toml: Write, tmp_path: Path) -> None:
     path = write_toml(
-        '[runtime]\nnpu_delegate_options = {"cache.path" = "/tmp/x"}\n'
+        '[runtime]\naccelerator = "npu"\nnpu_delegate_options = {"cache.path" = "/tmp/x"}\n'
         '[hal.devices."energy.meter"]\nbackend = "mqtt"\ntopic = "z2m/meter"\n'
         '[[plugins]]\nname = "energy"\nrate_hz = 50.5\nmodel = "energy_anomaly"\n'
         '[plugins.params]\nwindow = 64\nlabel = "a \\"quoted\\" name"\nwhen = 2024-05-01\n'
@@ -214,3 +217,53 @@ def test_file_that_is_not_utf8(tmp_path: Path, config_errors: Errors) -> None:
     path.write_bytes('[device]\nname = "Küche"\n'.encode("latin-1"))
     ((message, _),) = config_errors(path).values()
     assert message.startswith("not UTF-8 text")
+
+
+def test_an_unknown_accelerator_names_the_choices(write_toml: Write, config_errors: Errors) -> None:
+    errors = config_errors(write_toml('[runtime]\naccelerator = "gpu"\n'))
+    assert errors == {
+        "runtime.accelerator": ("Input should be 'cpu' or 'coral' or 'npu' or 'auto'", "gpu")
+    }
+
+
+def test_a_key_of_another_accelerator_names_the_accelerator(
+    write_toml: Write, config_errors: Errors
+) -> None:
+    errors = config_errors(write_toml('[runtime]\naccelerator = "coral"\nnpu_delegate = "x"\n'))
+    assert errors == {"runtime.npu_delegate": ("unknown key for accelerator 'coral'", "x")}
+    errors = config_errors(write_toml('[runtime]\naccelerator = "npu"\nnpu_delegat = "x"\n'))
+    assert errors["runtime.npu_delegat"][0].endswith("(did you mean 'npu_delegate'?)")
+
+
+def test_accelerator_settings_are_checked_in_their_class(
+    write_toml: Write, config_errors: Errors
+) -> None:
+    errors = config_errors(write_toml('[runtime]\naccelerator = "npu"\nonnx_providers = "CUDA"\n'))
+    assert list(errors) == ["runtime.onnx_providers"]
+    cfg = load_config(write_toml('[runtime]\naccelerator = "auto"\nthreads = 2\n'), env={})
+    assert isinstance(cfg.runtime, AutoRuntime) and cfg.runtime.edgetpu_library
+    assert load_config(write_toml("[runtime]\nthreads = 2\n"), env={}).runtime == CpuRuntime(
+        threads=2
+    )
+
+
+def test_a_bare_runtime_config_means_cpu() -> None:
+    assert RuntimeConfig().accelerator == "cpu"
+    with pytest.raises(ValidationError, match="needs its own settings class"):
+        RuntimeConfig(accelerator="npu")
+
+
+def test_hal_device_tables_by_backend(write_toml: Write, config_errors: Errors) -> None:
+    device = '[hal.devices."energy.meter"]\n'
+    errors = config_errors(write_toml(device + 'backend = "mqtt"\nfield = "power"\n'))
+    assert errors == {'hal.devices."energy.meter".topic': ("required key missing", None)}
+    errors = config_errors(write_toml(device + 'topic = "tele/plug"\n'))
+    assert errors == {
+        'hal.devices."energy.meter".topic': ("unknown key for backend 'sim'", "tele/plug")
+    }
+    errors = config_errors(write_toml(device + 'backend = "zigbee"\n'))
+    assert errors == {
+        'hal.devices."energy.meter".backend': ("Input should be 'sim' or 'mqtt'", "zigbee")
+    }
+    errors = config_errors(write_toml('[hal.devices]\n"energy.meter" = 3\n'))
+    assert list(errors) == ['hal.devices."energy.meter"']
