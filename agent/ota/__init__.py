@@ -10,7 +10,7 @@ from __future__ import annotations
 from agent.ota.bundle import Bundle, pack_bundle
 from agent.ota.envelope import SignedUpdate, UpdateBody, verify_envelope
 from agent.ota.keys import TrustedKeys, generate_keypair, load_private_key, load_public_key
-from agent.ota.mqtt import OtaMqttAdapter, OtaTopics
+from agent.ota.mqtt import OtaMqttAdapter
 from agent.ota.receiver import OtaReceiver
 from agent.ota.service import OtaService, RollbackArgs
 from agent.ota.versions import active_model_dir, recover
@@ -20,7 +20,6 @@ __all__ = [
     "OtaMqttAdapter",
     "OtaReceiver",
     "OtaService",
-    "OtaTopics",
     "RollbackArgs",
     "SignedUpdate",
     "TrustedKeys",

@@ -154,6 +154,11 @@ def _error(exc: Exception) -> dict[str, Any]:
     if isinstance(exc, ConfigError):
         details = [{"key": k, "message": m, "value": repr(v)} for k, m, v in exc.errors]
         return {"code": "invalid_config", "message": str(exc), "details": details}
+    code = getattr(exc, "code", None)
+    if isinstance(exc, EdgeAgentError) and isinstance(code, str) and code:
+        # A domain's own error (OTA's, ...) names its reply code: the domain never needs to
+        # know the command layer's error type.
+        return {"code": code, "message": str(exc)}
     if isinstance(exc, PluginError):
         return {"code": "plugin_error", "message": str(exc)}
     if isinstance(exc, ModelError):

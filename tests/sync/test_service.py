@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from sync_fakes import FakeEngine
 
-from agent.sync import InboundMessage, SyncService
-from agent.sync.link import Backoff
+from agent.backoff import Backoff
+from agent.sync.service import SyncService
+from agent.transport import InboundMessage
 
 Until = Callable[..., bool]
 
@@ -277,7 +278,7 @@ def test_many_agents_in_one_process_have_distinct_clients(
 
 
 def test_backoff_is_jittered_exponential_and_capped() -> None:
-    b = Backoff(0.5, 4.0, rng=random.Random(1))
+    b = Backoff(0.5, 4.0, jitter=True, rng=random.Random(1))
     delays = [b.next() for _ in range(8)]
     ceilings = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]
     assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
