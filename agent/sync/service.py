@@ -82,7 +82,7 @@ class SyncService:
             self.link,
             self.topics,
             config=lambda: self._config,
-            channels=self._channels,
+            channels=self._plugin_channels,  # entities are the plugins', not the agent's own
             wake=self._wake,
         )
         self.periodic = Periodic()
@@ -302,12 +302,16 @@ class SyncService:
         self.state_changed()
         self.discovery.request()
 
-    def _channels(self) -> list[OutputChannel]:
+    def _plugin_channels(self) -> list[OutputChannel]:
         try:
-            return [*self._control.channels(), *self._extra_channels]
+            return list(self._control.channels())
         except Exception:
             log.exception("engine channels() failed")
-            return list(self._extra_channels)
+            return []
+
+    def _channels(self) -> list[OutputChannel]:
+        """The plugins' channels and the agent's own (`add_channel`): all drained alike."""
+        return [*self._plugin_channels(), *self._extra_channels]
 
     def _flush_telemetry(self) -> None:
         self.outbox.flush_telemetry(self._channels())
