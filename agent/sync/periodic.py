@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
+STEP_S = 0.5
+"""A change of the wall-minus-monotonic offset larger than this between two checks is a step
+(NTP slewing moves it by at most 0.5 ms/s): logged, counted, and otherwise ignored."""
+
 
 @dataclass(slots=True)
 class _Job:
@@ -42,6 +46,9 @@ class Periodic:
         # Parameters so that tests can move the clocks.
         self._monotonic = monotonic
         self._wall = wall
+        self._offset = wall() - monotonic()
+        self.clock_steps = 0
+        """Wall-clock steps seen (they move no deadline; timestamps follow the new time)."""
 
     def add(self, name: str, interval_s: float, fn: Callable[[], None]) -> None:
         """Run `fn` every `interval_s` real seconds, the first time one interval from now."""
@@ -61,6 +68,7 @@ class Periodic:
 
     def run_due(self) -> int:
         """Run the jobs whose deadline has passed; how many ran. A failing job is counted."""
+        self._watch_wall_clock()
         ran = 0
         for job in self._jobs.values():
             now = self._monotonic()
@@ -72,6 +80,14 @@ class Periodic:
             self._run(job)
             ran += 1
         return ran
+
+    def _watch_wall_clock(self) -> None:
+        offset = self._wall() - self._monotonic()
+        step = offset - self._offset
+        self._offset = offset  # slow drift is followed, never reported
+        if abs(step) > STEP_S:
+            self.clock_steps += 1
+            log.warning("wall clock stepped %+.1f s; periodic jobs keep their real-time pace", step)
 
     def _run(self, job: _Job) -> None:
         job.last_run_ts = self._wall()

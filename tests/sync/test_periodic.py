@@ -66,6 +66,7 @@ def test_a_wall_clock_step_neither_stops_the_jobs_nor_makes_them_catch_up(step_s
         wall.now += 1.0
         periodic.run_due()
     assert ran == ["tick"] * 3
+    assert periodic.clock_steps == 1
     (job,) = periodic.jobs()
     assert job["runs"] == 3 and job["last_run_ts"] == pytest.approx(wall.now)
     assert job["next_run_ts"] == pytest.approx(wall.now + 1.0)  # as the wall clock reads now
