@@ -234,10 +234,6 @@ class SyncService:
         self._tasks.append(fn)
         self._wake.set()
 
-    def request_telemetry_flush(self) -> None:
-        """Ask the sync thread to publish the batched telemetry now."""
-        self.call_soon(self._flush_telemetry)
-
     def state_changed(self) -> None:
         """Republish the retained state (plugins or models changed)."""
         self.call_soon(self.publish_state)
@@ -253,10 +249,6 @@ class SyncService:
         if self.link.connected:
             payload = to_json(clean(self.documents.metrics()))
             self.uplink.publish(self.topics.metrics, payload, qos=0)
-
-    def publish_discovery(self) -> None:
-        """Publish the retained Home Assistant discovery configs."""
-        self.discovery.publish()
 
     def state(self) -> dict[str, Any]:
         """The retained state document."""
