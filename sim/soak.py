@@ -208,7 +208,7 @@ def _soak(
     code = agent.stop()
     time.sleep(2.0)  # the last events the agent sent while stopping
     values = last["values"]
-    persisted = int(values.get(("edge_agent_sync_events_persisted", ""), 0))
+    persisted = int(values.get(("edge_agent_sync_events_persisted_total", ""), 0))
     return {
         "duration_s": round(duration, 1),
         "warmup_s": warmup,
@@ -223,7 +223,7 @@ def _soak(
         "broker": {
             "restarts": restarts,
             "down_s": down_s,
-            "agent_connects": int(values.get(("edge_agent_sync_connects", ""), 0)),
+            "agent_connects": int(values.get(("edge_agent_sync_connects_total", ""), 0)),
         },
         "events": {
             "persisted": persisted,
@@ -231,13 +231,15 @@ def _soak(
             "received": ledger.received(),
             "missing": sum(ledger.missing().values()),
             "duplicates": ledger.duplicates,
-            "ring_dropped": int(values.get(("edge_agent_sync_channel_events_dropped", ""), 0)),
+            "ring_dropped": int(
+                values.get(("edge_agent_sync_channel_events_dropped_total", ""), 0)
+            ),
             "drained_before_stop": drained,
         },
         "telemetry": {
             "batches_received": ledger.telemetry,
             "offline_dropped": int(
-                values.get(("edge_agent_sync_telemetry_offline_dropped", ""), 0)
+                values.get(("edge_agent_sync_telemetry_offline_dropped_total", ""), 0)
             ),
         },
         "exit_code": code,

@@ -18,9 +18,6 @@ than a queue draining.
 
 from __future__ import annotations
 
-import json
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,8 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from agent.bench.receiver import Receiver, nodelay
 from agent.config.sections import AgentConfig
 from agent.errors import PluginError
 from agent.plugin.channel import OutputChannel
@@ -82,126 +78,7 @@ class _Engine:
         return {"bench": 0}
 
 
-# -- the subscriber process --------------------------------------------------------------------
-
-
-def _stamp_of(payload: bytes) -> int:
-    """The send time carried by a payload: bare digits, or an event's data.t."""
-    if payload[:1] == b"{":
-        return int(json.loads(payload)["data"]["t"])
-    return int(payload.strip())
-
-
-def receiver_main(host: str, port: int, filters: list[str]) -> None:
-    """Subscriber process: `END <topic> <n> <lat>` on stdin -> one JSON line of results."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    got: dict[str, list[tuple[int, bytes]]] = {}
-    lock = threading.Lock()
-
-    def on_message(client: Any, userdata: Any, msg: Any) -> None:
-        now = time.monotonic_ns()
-        with lock:
-            got.setdefault(msg.topic, []).append((now, msg.payload))
-
-    subscribed = threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.on_message = on_message
-    client.on_socket_open = _nodelay
-    client.on_subscribe = lambda *a: subscribed.set()
-    client.on_connect = lambda c, *a: c.subscribe([(f, 1) for f in filters])
-    client.connect(host, port)
-    client.loop_start()
-    subscribed.wait(10)
-    print("READY", flush=True)
-    for line in sys.stdin:
-        _, topic, n, lat = line.split()
-        msgs = _wait(got, lock, topic, int(n))
-        result: dict[str, Any] = {"count": len(msgs)}
-        if msgs:
-            result["first_ns"], result["last_ns"] = msgs[0][0], msgs[-1][0]
-        if lat == "1":
-            delays = [(recv - _stamp_of(p)) / 1e6 for recv, p in msgs]
-            result["latency_ms"] = _percentiles(delays)
-        with lock:
-            got.pop(topic, None)
-        print(json.dumps(result), flush=True)
-    client.disconnect()
-    client.loop_stop()
-
-
-def _wait(
-    got: dict[str, list[tuple[int, bytes]]], lock: threading.Lock, topic: str, n: int
-) -> list[tuple[int, bytes]]:
-    """Wait for `n` messages on `topic`, or until none arrived for 1 s (QoS 0 may be lost)."""
-    seen, since = -1, time.monotonic()
-    deadline = since + 60.0
-    while time.monotonic() < deadline:
-        with lock:
-            count = len(got.get(topic, ()))
-        if count >= n:
-            break
-        if count != seen:
-            seen, since = count, time.monotonic()
-        elif time.monotonic() - since > 1.0:
-            break
-        time.sleep(0.005)
-    with lock:
-        return list(got.get(topic, ()))
-
-
-class _Receiver:
-    """The parent's handle on the subscriber process."""
-
-    def __init__(self, host: str, port: int, filters: list[str]) -> None:
-        code = (
-            "import sys, json; from agent.bench.sync import receiver_main; "
-            "receiver_main(sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]))"
-        )
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, host, str(port), json.dumps(filters)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        if self.proc.stdout.readline().strip() != "READY":
-            raise RuntimeError(f"bench subscriber could not subscribe at {host}:{port}")
-
-    def result(self, topic: str, n: int, *, latency: bool = False) -> dict[str, Any]:
-        """Wait for the subscriber to have `n` messages on `topic`; what it measured."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(f"END {topic} {n} {int(latency)}\n")
-        self.proc.stdin.flush()
-        out: dict[str, Any] = json.loads(self.proc.stdout.readline())
-        return out
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
 # -- phases ------------------------------------------------------------------------------------
-
-
-def _nodelay(client: Any, userdata: Any, sock: Any) -> None:
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _percentiles(values_ms: list[float]) -> dict[str, float | None]:
-    if not values_ms:
-        return {"p50": None, "p99": None}
-    arr = np.asarray(values_ms, dtype=np.float64)
-    return {
-        "p50": round(float(np.percentile(arr, 50)), 3),
-        "p99": round(float(np.percentile(arr, 99)), 3),
-    }
 
 
 def _stamp_payload(t_ns: int) -> bytes:
@@ -209,7 +86,7 @@ def _stamp_payload(t_ns: int) -> bytes:
 
 
 def _throughput(
-    rx: _Receiver,
+    rx: Receiver,
     topic: str,
     publish: Callable[[], object],
     seconds: float,
@@ -239,7 +116,7 @@ def _throughput(
 
 
 def _latency(
-    rx: _Receiver, topic: str, publish: Callable[[int], object], seconds: float
+    rx: Receiver, topic: str, publish: Callable[[int], object], seconds: float
 ) -> dict[str, float | None]:
     """Publish at LATENCY_RATE for `seconds`; p50/p99 of send-to-receive in ms."""
     n = int(seconds * LATENCY_RATE)
@@ -254,12 +131,12 @@ def _latency(
     return latency
 
 
-def _bare(host: str, port: int, rx: _Receiver, root: str, qos: int, seconds: float) -> Any:
+def _bare(host: str, port: int, rx: Receiver, root: str, qos: int, seconds: float) -> Any:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.on_socket_open = _nodelay
+    client.on_socket_open = nodelay
     client.max_queued_messages_set(0)
     connected = threading.Event()
     acked = [0]
@@ -301,7 +178,7 @@ def _agent_config(host: str, port: int, state_dir: Path, device: str) -> AgentCo
 
 
 def _agent(
-    host: str, port: int, rx: _Receiver, root: str, device: str, seconds: float
+    host: str, port: int, rx: Receiver, root: str, device: str, seconds: float
 ) -> dict[str, Any]:
     from agent.sync.service import SyncService
 
@@ -392,7 +269,7 @@ def bench_sync(broker_host: str, port: int, *, seconds: float = 8.0) -> dict[str
     run = f"{time.monotonic_ns() % 10**9}"
     root, device = f"bench/{run}", f"bench-{run}"
     previous = sys.getswitchinterval()
-    rx = _Receiver(broker_host, port, [f"{root}/#", f"edge/{device}/events/#"])
+    rx = Receiver(broker_host, port, [f"{root}/#", f"edge/{device}/events/#"])
     # The agent runs with engine.switch_interval_us (100 us by default): measure under the same
     # GIL hand-over, for the bare client too, or both would wait up to 5 ms for the GIL.
     sys.setswitchinterval(100e-6)

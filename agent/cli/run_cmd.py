@@ -95,19 +95,12 @@ def reload_config(app: Any, path: Path) -> dict[str, Any] | None:
     """Re-read `path`, validate it and apply it as the `config.reload` command does; what
     changed, or None when anything was wrong (then the config in force stays, and the error is
     logged naming the key path)."""
-    from agent.config import AgentConfig, reload_from_file
+    from agent.config import reload_from_file
     from agent.errors import EdgeAgentError
-
-    def apply(config: AgentConfig) -> dict[str, Any]:
-        sync = getattr(app, "sync", None)
-        if sync is not None:
-            result: dict[str, Any] = sync.apply_config(config)
-            return result
-        return {"changed": app.host.reload(config), "restart_required": []}
 
     log.info("reloading the config from %s", path)
     try:
-        return reload_from_file(path, apply)
+        return reload_from_file(path, app.apply_config)
     except EdgeAgentError:
         return None  # logged, naming the key
     except Exception:  # a bug in applying must not end the agent: the old config still runs

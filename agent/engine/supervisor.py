@@ -15,31 +15,29 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from agent.backoff import Backoff as _Backoff
+
 log = logging.getLogger(__name__)
 
 GC_FALLBACK_FACTOR = 20
 """Collect from the supervisor when gen-0 holds this many thresholds' worth of objects."""
 
 
-class Backoff:
-    """Exponential restart delay: `initial` doubling up to `maximum`, reset after a stable run."""
+class Backoff(_Backoff):
+    """Restart delays (the shared exponential back-off), reset after a stable run."""
 
     def __init__(self, initial: float, maximum: float, *, stable_s: float) -> None:
-        self.initial = initial
-        self.maximum = max(maximum, initial)
+        super().__init__(initial, maximum)
         self.stable_s = stable_s
-        self._next = initial
 
     def next_delay(self) -> float:
         """The delay before the coming restart; the one after is twice as long."""
-        delay = self._next
-        self._next = min(self._next * 2.0, self.maximum)
-        return delay
+        return self.next()
 
     def running_since(self, started_at: float, now: float) -> bool:
         """Reset the delay once the plugin has run `stable_s` without failing; True if it has."""
         if now - started_at >= self.stable_s:
-            self._next = self.initial
+            self.reset()
             return True
         return False
 

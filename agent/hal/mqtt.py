@@ -31,9 +31,7 @@ import numpy as np
 from agent.config.sections import AgentConfig, MqttDeviceConfig
 from agent.errors import HalError
 from agent.hal.base import Actuator, ActuatorSpec, Buffer, HalBackend, Sensor, SensorSpec
-
-# TODO(lead): agent.transport (the seam moves there on the sync branch)
-from agent.sync.base import InboundMessage, Transport
+from agent.transport.base import InboundMessage, Transport
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +246,7 @@ class MqttHal(HalBackend):
         if self._thread is not None and self._thread.is_alive():
             return
         if self._transport is None and self._own_link is None:
-            from agent.sync.link import MqttLink, client_id_for
+            from agent.transport.link import MqttLink, client_id_for
 
             link = MqttLink(self.config, client_id=f"{client_id_for(self.config)}-hal")
             for sensor in self._sensors.values():

@@ -31,9 +31,7 @@ from typing import Any
 
 from agent.errors import OtaError
 from agent.ota.service import OtaService
-
-# TODO(lead): agent.transport (the seam moves there on the sync branch)
-from agent.sync.base import InboundMessage, Transport
+from agent.transport import InboundMessage, Topics, Transport
 
 log = logging.getLogger(__name__)
 
@@ -73,35 +71,6 @@ def expand(spans: Any, limit: int) -> list[int]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class OtaTopics:
-    """OTA topic names of one device."""
-
-    root: str
-    device_id: str
-    group: str
-
-    def manifest_filters(self) -> tuple[str, str, str]:
-        """Manifest subscriptions: this device, its group, the fleet."""
-        return (
-            f"{self.root}/{self.device_id}/ota/+/manifest",
-            f"{self.root}/group/{self.group}/ota/+/manifest",
-            f"{self.root}/all/ota/+/manifest",
-        )
-
-    def chunk_filter(self) -> str:
-        """Chunk subscription (chunks are always sent to one device)."""
-        return f"{self.root}/{self.device_id}/ota/+/chunk/+"
-
-    def status(self, model: str) -> str:
-        """Retained status of `model`'s last update."""
-        return f"{self.root}/{self.device_id}/ota/{model}/status"
-
-    def request(self, model: str) -> str:
-        """Where the device asks for chunks."""
-        return f"{self.root}/{self.device_id}/ota/{model}/request"
-
-
 @dataclass
 class _Pull:
     """Chunks requested for one transfer and when."""
@@ -121,7 +90,7 @@ class OtaMqttAdapter:
         self,
         sync: Transport,
         service: OtaService,
-        topics: OtaTopics | None = None,
+        topics: Topics | None = None,
         *,
         window: int = 32,
         stall_s: float = 2.0,
@@ -131,7 +100,7 @@ class OtaMqttAdapter:
         cfg = service.config
         self.sync = sync
         self.service = service
-        self.topics = topics or OtaTopics(cfg.mqtt.topic_root, cfg.device.id, cfg.device.group)
+        self.topics = topics or Topics(cfg.mqtt.topic_root, cfg.device.id, cfg.device.group)
         self.window = window
         self.stall_s = stall_s
         self.give_up_s = give_up_s
@@ -152,16 +121,16 @@ class OtaMqttAdapter:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
-        for f in self.topics.manifest_filters():
+        for f in self.topics.ota_manifest_filters():
             self.sync.subscribe(f, self._enqueue, qos=1)
-        self.sync.subscribe(self.topics.chunk_filter(), self._enqueue, qos=1)
+        self.sync.subscribe(self.topics.ota_chunk_filter(), self._enqueue, qos=1)
         self._republish_statuses()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Unsubscribe and stop the threads (the service itself is closed by its owner)."""
-        for f in self.topics.manifest_filters():
+        for f in self.topics.ota_manifest_filters():
             self.sync.unsubscribe(f, self._enqueue)
-        self.sync.unsubscribe(self.topics.chunk_filter(), self._enqueue)
+        self.sync.unsubscribe(self.topics.ota_chunk_filter(), self._enqueue)
         self._stop.set()
         with contextlib.suppress(queue.Full):
             self._inbox.put_nowait(None)
@@ -254,7 +223,7 @@ class OtaMqttAdapter:
             "received": t.received,
             "chunks": len(t.have),
         }
-        self.sync.publish(self.topics.request(model), json.dumps(payload), qos=1, durable=False)
+        self.sync.publish(self.topics.ota_request(model), json.dumps(payload), qos=1, durable=False)
 
     def _watch(self) -> None:
         while not self._stop.wait(min(0.5, self.stall_s / 2)):
@@ -274,7 +243,7 @@ class OtaMqttAdapter:
         model = str(status.get("model"))
         if status.get("state") != "receiving":
             self._pulls.pop(model, None)
-        self.sync.publish(self.topics.status(model), json.dumps(status), qos=1, retain=True)
+        self.sync.publish(self.topics.ota_status(model), json.dumps(status), qos=1, retain=True)
         if status.get("state") in ("active", "rolled_back"):
             refresh = getattr(self.sync, "state_changed", None)
             if callable(refresh):

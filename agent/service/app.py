@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from agent.config.sections import AgentConfig
@@ -17,6 +17,8 @@ from agent.engine.host import PluginHost
 from agent.hal.base import HalBackend
 from agent.hal.router import Hal
 from agent.plugin.registry import PluginRegistry
+from agent.sync.commands import CommandRegistry
+from agent.sync.reload import apply_reload
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ class AgentApp:
         # Set by agent.service.compose.build_agent when MQTT sync and the watchdog are attached.
         self.sync: Any = None
         self.watchdog: Any = None
+        self.commands: CommandRegistry | None = None
+        """The remote commands (built-in, OTA's, ...), while MQTT sync is attached."""
         self.started_at: float | None = None
 
     def attach(self, service: Service) -> None:
@@ -65,6 +69,25 @@ class AgentApp:
         except BaseException:
             self.stop(timeout=1.0)
             raise
+
+    def submit_command(
+        self, name: str, payload: bytes, reply: Callable[[dict[str, Any]], None]
+    ) -> bool:
+        """Run a command on the same worker as MQTT commands (`reply` gets its reply dict);
+        False when the worker's queue is full or no sync (so no worker) is attached."""
+        if self.sync is None:
+            return False
+        submitted: bool = self.sync.submit_command(name, payload, reply)
+        return submitted
+
+    def apply_config(self, config: AgentConfig) -> dict[str, Any]:
+        """Apply a reloaded config (SIGHUP, `config.reload`): what changed, what waits for a
+        restart; an error changes nothing and is raised."""
+        if self.sync is not None:
+            result: dict[str, Any] = self.sync.apply_config(config)
+            return result
+        # No sync: compared with the config the process started with, which is what runs.
+        return apply_reload(self.host, self.config, config)
 
     def wait_ready(self, timeout: float) -> bool:
         """True once every enabled plugin's loop has ticked."""

@@ -92,6 +92,7 @@ def build_agent(
 
         sync = SyncService(config, app.host, config_path=config_path)
         app.sync = sync
+        app.commands = sync.commands
         mqtt_hal: Any = app.hal.backend("mqtt")
         if mqtt_hal is not None:
             mqtt_hal.use_transport(sync)

@@ -1,4 +1,6 @@
-"""Prometheus text endpoint on localhost: loop histograms and sync counters, read at scrape time.
+"""Prometheus text endpoint on localhost: loop histograms and sync figures, read at scrape time.
+
+Figures that only grow are counters (exported with `_total`), the others gauges.
 
 Collected on demand from the host's statistics, so the loops pay nothing for it.
 """
@@ -58,10 +60,21 @@ class AgentCollector:
         yield from _histograms(self._app)
         sync = self._app.sync
         if sync is not None:
-            for key, value in sync.counters().items():
-                yield GaugeMetricFamily(
-                    f"edge_agent_sync_{key}", f"sync counter {key}", value=value
-                )
+            yield from _sync_families(sync.counters())
+
+
+def _sync_families(counters: dict[str, float]) -> Iterator[Any]:
+    """Sync figures: those that only grow as counters (`..._total`), the others as gauges."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    from agent.sync.documents import COUNTERS
+
+    for key, value in counters.items():
+        name = f"edge_agent_sync_{key}"
+        if key in COUNTERS:  # exposed as `<name>_total`, as Prometheus names counters
+            yield CounterMetricFamily(name, f"sync counter {key}", value=value)
+        else:
+            yield GaugeMetricFamily(name, f"sync gauge {key}", value=value)
 
 
 BUCKETS_US = (*(m * 10**e for e in range(5) for m in (10, 15, 20, 30, 50, 70)), 1_000_000)

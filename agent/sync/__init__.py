@@ -1,26 +1,12 @@
 """MQTT sync and remote control: status, state, telemetry, events, commands, durable outbox.
 
-Importing this package does not import paho-mqtt or APScheduler; they load when a service starts.
+Light on purpose: importing `agent.sync` or one of its modules loads neither paho-mqtt nor the
+whole service. The service is `agent.sync.service.SyncService`; the transport seam and topic
+names it implements live below it, in `agent.transport`.
 """
 
 from __future__ import annotations
 
-from agent.sync.base import InboundMessage, MessageHandler, Transport
-from agent.sync.commands import CommandFailed, NoArgs
-from agent.sync.discovery import HaEntity
-from agent.sync.outbox import Outbox, OutboxError
-from agent.sync.service import SyncService
-from agent.sync.topics import Topics
+from agent.sync.commands import CommandFailed, CommandRegistry, NoArgs
 
-__all__ = [
-    "CommandFailed",
-    "HaEntity",
-    "InboundMessage",
-    "MessageHandler",
-    "NoArgs",
-    "Outbox",
-    "OutboxError",
-    "SyncService",
-    "Topics",
-    "Transport",
-]
+__all__ = ["CommandFailed", "CommandRegistry", "NoArgs"]

@@ -1,14 +1,17 @@
-"""The built-in remote commands and their argument models.
+"""The built-in remote commands: their argument models, one small handler each, and the table
+that names them.
 
 None runs a shell or takes a path: plugins and models are addressed by name, and
-`config.reload` re-reads only the file the agent was started with.
+`config.reload` re-reads only the file the agent was started with. The argument models import
+nothing heavy (no paho, no runtime): `builtin_command_args()` serves `config check` too.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,23 +22,9 @@ from agent.errors import CommandError
 from agent.sync.commands import CommandRegistry, NoArgs
 from agent.sync.infer import ModelCache
 
-BUILTIN_COMMANDS = (
-    "ping",
-    "status",
-    "plugins.list",
-    "plugin.start",
-    "plugin.stop",
-    "plugin.restart",
-    "plugin.set",
-    "stats",
-    "models.list",
-    "infer",
-    "config.reload",
-)
 
-
-class CommandHost(Protocol):
-    """What the built-in commands need from the sync service."""
+class CommandContext(Protocol):
+    """What the built-in commands need from the agent (the sync service provides it)."""
 
     @property
     def config(self) -> AgentConfig:
@@ -53,8 +42,11 @@ class CommandHost(Protocol):
     def models(self) -> ModelCache:
         """Loaded models for `infer`."""
 
+    def uptime_s(self) -> float:
+        """Seconds since the sync service was built."""
+
     def status(self) -> dict[str, Any]:
-        """Sync status (connection, outbox, jobs)."""
+        """The status document (connection, outbox, jobs, plugins, uptime)."""
 
     def apply_config(self, config: AgentConfig) -> dict[str, Any]:
         """Hand a validated config to the engine and the sync service; what changed."""
@@ -93,90 +85,129 @@ class InferArgs(_Args):
     format: Literal["tflite", "onnx"] | None = Field(None, description="Backend; default tflite")
 
 
-def register_builtins(registry: CommandRegistry, host: CommandHost) -> None:
-    """Register every built-in command against `host`."""
-    started = time.monotonic()
+class Builtin(NamedTuple):
+    """One built-in command: its name, the handler method's name, its args, what it does."""
 
-    def ping(_: NoArgs) -> dict[str, Any]:
+    name: str
+    method: str
+    args: type[BaseModel]
+    description: str
+
+
+BUILTINS = (
+    Builtin("ping", "ping", NoArgs, "Liveness and round trip"),
+    Builtin("status", "status", NoArgs, "Connection, outbox, jobs and plugins"),
+    Builtin("plugins.list", "plugins_list", NoArgs, "Every plugin with its state"),
+    Builtin("plugin.start", "plugin_start", PluginArgs, "Start a stopped plugin"),
+    Builtin("plugin.stop", "plugin_stop", PluginArgs, "Stop a running plugin"),
+    Builtin("plugin.restart", "plugin_restart", PluginArgs, "Restart a plugin with fresh setup"),
+    Builtin("plugin.set", "plugin_set", PluginSetArgs, "Change params between two ticks"),
+    Builtin("stats", "stats", StatsArgs, "Loop histograms per plugin"),
+    Builtin("models.list", "models_list", NoArgs, "Models in the store and who uses them"),
+    Builtin("infer", "infer", InferArgs, "Run a named model on given inputs"),
+    Builtin(
+        "config.reload",
+        "config_reload",
+        NoArgs,
+        "Re-read the config file; a bad one changes nothing",
+    ),
+)
+BUILTIN_COMMANDS = tuple(b.name for b in BUILTINS)
+
+
+def builtin_command_args() -> dict[str, type[BaseModel]]:
+    """Each built-in command's name and its argument model (to validate arguments up front)."""
+    return {b.name: b.args for b in BUILTINS}
+
+
+def register_builtins(registry: CommandRegistry, ctx: CommandContext) -> None:
+    """Register every built-in command against `ctx`."""
+    handlers = BuiltinHandlers(ctx)
+    for b in BUILTINS:
+        handler: Callable[[Any], Any] = getattr(handlers, b.method)
+        registry.register(b.name, handler, b.args, description=b.description)
+
+
+class BuiltinHandlers:
+    """One small handler per built-in command, over a `CommandContext`."""
+
+    def __init__(self, ctx: CommandContext) -> None:
+        self._ctx = ctx
+
+    def ping(self, _: NoArgs) -> dict[str, Any]:
+        """Liveness and round trip."""
+        uptime = round(self._ctx.uptime_s(), 3)
         return {
             "pong": True,
             "ts": round(time.time(), 6),
             "version": __version__,
-            "uptime_s": round(time.monotonic() - started, 3),
+            "uptime_s": uptime,
         }
 
-    def status(_: NoArgs) -> dict[str, Any]:
-        out = dict(host.status())
-        out["plugins"] = host.control.plugins()
-        out["uptime_s"] = round(time.monotonic() - started, 3)
-        return out
+    def status(self, _: NoArgs) -> dict[str, Any]:
+        """The status document."""
+        return self._ctx.status()
 
-    def plugins_list(_: NoArgs) -> list[dict[str, Any]]:
-        return host.control.plugins()
+    def plugins_list(self, _: NoArgs) -> list[dict[str, Any]]:
+        """Every plugin with its state."""
+        return self._ctx.control.plugins()
 
-    def _plugin(name: str) -> dict[str, Any]:
-        for p in host.control.plugins():
-            if p.get("name") == name:
-                return p
-        raise CommandError("not_found", f"no plugin {name!r}")
+    def plugin_start(self, args: PluginArgs) -> dict[str, Any]:
+        """Start a stopped plugin."""
+        return self._plugin_action(args.name, self._ctx.control.start_plugin)
 
-    def start(args: PluginArgs) -> dict[str, Any]:
-        _plugin(args.name)
-        host.control.start_plugin(args.name)
-        host.state_changed()
-        return _plugin(args.name)
+    def plugin_stop(self, args: PluginArgs) -> dict[str, Any]:
+        """Stop a running plugin."""
+        return self._plugin_action(args.name, self._ctx.control.stop_plugin)
 
-    def stop(args: PluginArgs) -> dict[str, Any]:
-        _plugin(args.name)
-        host.control.stop_plugin(args.name)
-        host.state_changed()
-        return _plugin(args.name)
+    def plugin_restart(self, args: PluginArgs) -> dict[str, Any]:
+        """Restart a plugin with a fresh setup."""
+        return self._plugin_action(args.name, self._ctx.control.restart_plugin)
 
-    def restart(args: PluginArgs) -> dict[str, Any]:
-        _plugin(args.name)
-        host.control.restart_plugin(args.name)
-        host.state_changed()
-        return _plugin(args.name)
+    def plugin_set(self, args: PluginSetArgs) -> dict[str, Any]:
+        """Change a plugin's params between two ticks."""
+        self._plugin(args.name)
+        return {"name": args.name, "params": self._ctx.control.set_params(args.name, args.params)}
 
-    def set_params(args: PluginSetArgs) -> dict[str, Any]:
-        _plugin(args.name)
-        return {"name": args.name, "params": host.control.set_params(args.name, args.params)}
-
-    def stats(args: StatsArgs) -> dict[str, Any]:
-        all_stats = host.control.stats()
+    def stats(self, args: StatsArgs) -> dict[str, Any]:
+        """Loop statistics of every plugin, or of one."""
+        all_stats = self._ctx.control.stats()
         if args.plugin is None:
             return all_stats
         if args.plugin not in all_stats:
             raise CommandError("not_found", f"no statistics for plugin {args.plugin!r}")
         return {args.plugin: all_stats[args.plugin]}
 
-    def models_list(_: NoArgs) -> list[dict[str, Any]]:
+    def models_list(self, _: NoArgs) -> list[dict[str, Any]]:
+        """Models in the store, and which plugin runs which."""
         active = {
             plugin: {"name": slot.model.name, "version": slot.model.version}
-            for plugin, slot in host.control.model_slots().items()
+            for plugin, slot in self._ctx.control.model_slots().items()
         }
-        return host.models.list(active)
+        return self._ctx.models.list(active)
 
-    def infer(args: InferArgs) -> dict[str, Any]:
-        return host.models.infer(args.model, args.inputs, args.format)
+    def infer(self, args: InferArgs) -> dict[str, Any]:
+        """Run a named model on the given inputs."""
+        return self._ctx.models.infer(args.model, args.inputs, args.format)
 
-    def reload(_: NoArgs) -> dict[str, Any]:
-        path = host.config_path
+    def config_reload(self, _: NoArgs) -> dict[str, Any]:
+        """Re-read the config file the agent was started with and apply it."""
+        path = self._ctx.config_path
         if path is None:
             raise CommandError("no_config_file", "the agent was not started from a config file")
         from agent.config import reload_from_file
 
-        return reload_from_file(path, host.apply_config, remote=True)
+        return reload_from_file(path, self._ctx.apply_config, remote=True)
 
-    r = registry.register
-    r("ping", ping, description="Liveness and round trip")
-    r("status", status, description="Connection, outbox, jobs and plugins")
-    r("plugins.list", plugins_list, description="Every plugin with its state")
-    r("plugin.start", start, PluginArgs, description="Start a stopped plugin")
-    r("plugin.stop", stop, PluginArgs, description="Stop a running plugin")
-    r("plugin.restart", restart, PluginArgs, description="Restart a plugin with fresh setup")
-    r("plugin.set", set_params, PluginSetArgs, description="Change params between two ticks")
-    r("stats", stats, StatsArgs, description="Loop histograms per plugin")
-    r("models.list", models_list, description="Models in the store and who uses them")
-    r("infer", infer, InferArgs, description="Run a named model on given inputs")
-    r("config.reload", reload, description="Re-read the config file; a bad one changes nothing")
+    def _plugin(self, name: str) -> dict[str, Any]:
+        for p in self._ctx.control.plugins():
+            if p.get("name") == name:
+                return p
+        raise CommandError("not_found", f"no plugin {name!r}")
+
+    def _plugin_action(self, name: str, action: Callable[[str], None]) -> dict[str, Any]:
+        """Check the plugin exists, act on it, republish the state; the plugin as it is now."""
+        self._plugin(name)
+        action(name)
+        self._ctx.state_changed()
+        return self._plugin(name)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from agent import __version__
 from agent.config.sections import AgentConfig
 from agent.sync.payloads import to_json
-from agent.sync.topics import Topics
+from agent.transport.topics import Topics
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,6 @@ One connection, used by one thread (the sync thread), after the constructor.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import logging
 import os
 import sqlite3
 import time
@@ -40,37 +38,19 @@ from enum import IntEnum
 from pathlib import Path
 from typing import NamedTuple
 
-from agent.errors import EdgeAgentError
+from agent.sync.outbox_failures import WriteFailures
+from agent.sync.outbox_file import OutboxError, OutboxInUse, lock_state, open_db
 
-log = logging.getLogger(__name__)
+__all__ = ["Message", "MessageClass", "Outbox", "OutboxError", "OutboxInUse", "StoredMessage"]
 
 ROW_OVERHEAD = 32
 """Bytes counted per row on top of payload and topic (id, class, flags, index entry)."""
-SCHEMA_VERSION = 1
 _CHUNK = 500  # ids per DELETE statement, well under SQLite's parameter limit
 _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
-RETRY_MIN_S = 0.05
-"""Back-off after the first failed write; doubled after each further failure."""
-RETRY_MAX_S = 1.0
-"""Longest back-off between write attempts while writes fail: bounds the recovery delay."""
-LOG_EVERY_S = 60.0
-"""At most one error line per this many seconds, however often writes fail."""
-LOW_SPACE_BYTES = 1 << 20
-"""Below this much free space in state_dir an error message says the directory is full."""
-_SQLITE_CORRUPT = 11
-_SQLITE_NOTADB = 26
 
 
 _Counts = tuple[list[int], list[int], int, int, bool]
 """Rows and bytes per class, telemetry dropped, refused, full: restored when a write fails."""
-
-
-class OutboxError(EdgeAgentError):
-    """The outbox cannot be opened or written (state_dir missing, read-only, full, locked)."""
-
-
-class OutboxInUse(OutboxError):
-    """Another agent holds the state_dir: a configuration mistake, never retried."""
 
 
 class MessageClass(IntEnum):
@@ -117,22 +97,6 @@ class StoredMessage(NamedTuple):
     retain: int
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    cls INTEGER NOT NULL,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    qos INTEGER NOT NULL,
-    retain INTEGER NOT NULL,
-    size INTEGER NOT NULL
-);
--- Partial: only telemetry (the class dropped oldest first) pays for an index.
-CREATE INDEX IF NOT EXISTS outbox_telemetry ON outbox (id) WHERE cls = 0;
-CREATE TABLE IF NOT EXISTS seq (plugin TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-
-
 class Outbox:
     """SQLite-backed, size-bounded, ordered store of outgoing QoS 1 messages."""
 
@@ -157,22 +121,11 @@ class Outbox:
         self._bytes = [0, 0, 0]
         self.version = 0
         """Incremented by every commit that stored rows: readers skip a query when unchanged."""
-        self.errors = 0
-        """Writes (add, ack, compaction) that failed with an SQLite error since the start."""
-        self.last_error = ""
-        """Why writes are failing (the latest error); empty while they succeed."""
-        self.failing_since: float | None = None
-        """Wall-clock time of the first failed write of the current episode (None: none)."""
-        self._clock = clock
-        self._failed_at = 0.0  # clock time the current episode started
-        self._episode_errors = 0
-        self._retry_at = 0.0
-        self._retry_s = RETRY_MIN_S
-        self._logged_at: float | None = None  # clock time of the last error line
-        self._episode_logged = False  # an error line was logged: its recovery will be too
-        self._lock_fd = _lock_state(path)
+        self.failures = WriteFailures(path, clock)
+        """Failed writes: count, reason, back-off (`retry_due`)."""
+        self._lock_fd = lock_state(path)
         try:
-            self._db = _open(path)
+            self._db = open_db(path)
             try:
                 self._load_totals()
             except sqlite3.Error as exc:
@@ -246,10 +199,10 @@ class Outbox:
                     )
         except sqlite3.Error as exc:
             self._restore_counts(saved)  # the rollback undid whatever the transaction counted
-            raise self._write_failed("write", exc) from exc
+            raise self.failures.failed("write", exc) from exc
         self.version += 1
         if n or deleted:
-            self._write_ok()
+            self.failures.ok()
         return n
 
     def _add_in_txn(self, messages: Sequence[Message]) -> int:
@@ -330,9 +283,9 @@ class Outbox:
                 deleted = self._ack_in_txn(id_list)
         except sqlite3.Error as exc:
             self._restore_counts(saved)
-            raise self._write_failed("delete", exc) from exc
+            raise self.failures.failed("delete", exc) from exc
         if deleted:
-            self._write_ok()
+            self.failures.ok()
         return deleted
 
     def _ack_in_txn(self, ids: Sequence[int]) -> int:
@@ -382,65 +335,32 @@ class Outbox:
             self._db.execute("PRAGMA incremental_vacuum")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
-            raise self._write_failed("compaction", exc) from exc
+            raise self.failures.failed("compaction", exc) from exc
 
     # -- write failures -------------------------------------------------------------------------
 
+    @property
+    def errors(self) -> int:
+        """Writes that failed with an SQLite error since the start."""
+        return self.failures.errors
+
+    @property
+    def last_error(self) -> str:
+        """Why writes are failing (the latest error); empty while they succeed."""
+        return self.failures.last_error
+
+    @property
+    def failing_since(self) -> float | None:
+        """Wall-clock time the current failure episode started (None: writes succeed)."""
+        return self.failures.failing_since
+
     def retry_due(self) -> bool:
         """False while writes fail and the back-off since the last failure has not passed yet."""
-        return not self.last_error or self._clock() >= self._retry_at
+        return self.failures.retry_due()
 
     def retry_now(self) -> None:
         """Let the next write be tried at once (the last chance at shutdown)."""
-        self._retry_at = 0.0
-
-    def _write_failed(self, what: str, exc: sqlite3.Error) -> OutboxError:
-        """Record a failed write (count, reason, back-off, rate-limited log); the error to raise."""
-        now = self._clock()
-        message = f"outbox {what} failed ({self.path}): {exc}{_space_note(self.path.parent)}"
-        starts = not self.last_error
-        if starts:
-            self.failing_since = time.time()
-            self._failed_at = now
-            self._episode_errors = 0
-            self._retry_s = RETRY_MIN_S
-        self.errors += 1
-        self._episode_errors += 1
-        self.last_error = message
-        self._retry_at = now + self._retry_s
-        self._retry_s = min(RETRY_MAX_S, self._retry_s * 2)
-        # The sync thread would retry every few milliseconds: one line per episode, a reminder
-        # at most every LOG_EVERY_S, and flapping episodes share that budget.
-        if self._logged_at is None or now - self._logged_at >= LOG_EVERY_S:
-            self._logged_at = now
-            self._episode_logged = True
-            if starts:
-                log.error("%s; retrying, messages wait in memory", message)
-            else:
-                log.error(
-                    "%s; still failing after %.0f s (%d failed writes)",
-                    message,
-                    now - self._failed_at,
-                    self._episode_errors,
-                )
-        return OutboxError(message)
-
-    def _write_ok(self) -> None:
-        """A transaction that changed rows committed: close a failure episode, if one is open."""
-        if not self.last_error:
-            return
-        if self._episode_logged:
-            # WARNING, not INFO: as visible as the error line it closes.
-            log.warning(
-                "outbox writable again after %.1f s (%d failed writes)",
-                self._clock() - self._failed_at,
-                self._episode_errors,
-            )
-        self.last_error = ""
-        self.failing_since = None
-        self._episode_logged = False
-        self._retry_at = 0.0
-        self._retry_s = RETRY_MIN_S
+        self.failures.retry_now()
 
     def _counts_snapshot(self) -> _Counts:
         return (self._rows[:], self._bytes[:], self.telemetry_dropped, self.refused, self.full)
@@ -454,86 +374,3 @@ class Outbox:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
         os.close(self._lock_fd)
-
-
-def _lock_state(path: Path) -> int:
-    """Take an exclusive lock next to the database: two agents on one state_dir would corrupt it."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise OutboxError(f"cannot create the outbox in {path.parent}: {exc.strerror}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise OutboxInUse(
-            f"{path} is in use by another agent: give each agent its own state_dir"
-        ) from None
-    return fd
-
-
-def _open(path: Path) -> sqlite3.Connection:
-    """Open (creating) the database; a file that is not a database is moved aside, not fatal.
-
-    Any other failure (disk full, I/O error, permissions) raises OutboxError and leaves the
-    file where it is: it is readable again once the cause is fixed, and replayed then.
-    """
-    try:
-        return _connect(path)
-    except sqlite3.DatabaseError as exc:
-        if not _is_corrupt(exc):
-            raise OutboxError(
-                f"cannot open the outbox {path}: {exc}{_space_note(path.parent)}"
-            ) from exc
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-        log.error("outbox %s unreadable (%s): moved to %s, starting empty", path, exc, aside)
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(f"{path}{suffix}")
-            if src.exists():
-                src.rename(Path(f"{aside}{suffix}"))
-        try:
-            return _connect(path)
-        except sqlite3.Error as exc2:
-            raise OutboxError(f"cannot create the outbox {path}: {exc2}") from exc2
-
-
-def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
-    """True when SQLite says the file is not a database or is malformed (not full, not I/O)."""
-    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
-    if code is not None:
-        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
-    # Older Pythons: both map to DatabaseError itself; full, I/O, locked are OperationalError.
-    return type(exc) is sqlite3.DatabaseError
-
-
-def _space_note(folder: Path) -> str:
-    """'; state_dir X is full (N bytes free)' when it nearly is, else ''."""
-    try:
-        st = os.statvfs(folder)
-    except OSError:
-        return ""
-    free = st.f_bavail * st.f_frsize
-    if free >= LOW_SPACE_BYTES:
-        return ""
-    return f"; state_dir {folder} is full ({free} bytes free)"
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    # isolation_level=None: transactions only where `with db:` opens one explicitly below.
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    try:
-        db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only effective on a new, empty file
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
-        db.executescript(_SCHEMA)
-        # Written only when it differs: an open that writes nothing works on a full disk too.
-        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        db.execute("SELECT COUNT(*) FROM outbox").fetchone()
-    except sqlite3.Error:
-        db.close()
-        raise
-    # Back to the default mode so `with db:` wraps each batch in one transaction.
-    db.isolation_level = "DEFERRED"
-    return db

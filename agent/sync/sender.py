@@ -30,8 +30,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple
 
-from agent.sync.link import MqttLink
 from agent.sync.outbox import Outbox
+from agent.transport.link import MqttLink
 
 log = logging.getLogger(__name__)
 

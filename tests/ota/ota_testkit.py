@@ -144,7 +144,7 @@ class Agent:
         from agent.engine.host import PluginHost
         from agent.ota import OtaMqttAdapter, OtaService, recover
         from agent.plugin.registry import PluginRegistry
-        from agent.sync import SyncService
+        from agent.sync.service import SyncService
 
         self.config = config
         recover(config.state_dir)

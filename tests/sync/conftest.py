@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agent.config.sections import AgentConfig
-from agent.sync import SyncService
+from agent.sync.service import SyncService
 
 # The test kit of this folder (sync_fakes) is importable whatever pytest's import mode.
 _HERE = str(Path(__file__).resolve().parent)

@@ -208,7 +208,7 @@ def agent_config(port: int, device_id: str, state_dir: Path, **sections: Any) ->
 
 def main(argv: list[str]) -> int:
     """An agent process: SyncService + FakeEngine producing events."""
-    from agent.sync import SyncService
+    from agent.sync.service import SyncService
 
     ap = argparse.ArgumentParser()
     ap.add_argument("config")

@@ -18,7 +18,7 @@ import engine_testkit as kit  # noqa: E402
 
 from agent.plugin.registry import PluginRegistry  # noqa: E402
 from agent.service.app import AgentApp  # noqa: E402
-from agent.sync import SyncService  # noqa: E402
+from agent.sync.service import SyncService  # noqa: E402
 
 
 @pytest.fixture

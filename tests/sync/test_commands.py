@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from sync_fakes import FakeEngine, agent_config
 
 from agent.runtime.manifest import load_manifest
-from agent.sync import NoArgs, SyncService
 from agent.sync.builtins import BUILTIN_COMMANDS
+from agent.sync.commands import NoArgs
+from agent.sync.service import SyncService
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 MODEL = "waveform_classifier"

@@ -15,7 +15,7 @@ from agent.sync.discovery import (
     discovery_messages,
     entity_config,
 )
-from agent.sync.topics import Topics
+from agent.transport.topics import Topics
 
 
 def test_discovery_configs_are_retained_and_republished_when_ha_comes_online(

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.sync.link import MqttLink
+from agent.transport.link import MqttLink
 from sim.throttle import Throttle
 
 BLOCK = b"x" * (256 * 1024)

@@ -206,7 +206,11 @@ def failing(ob: Outbox, on: bool = True) -> None:
 
 
 def outbox_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
-    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "agent.sync.outbox"]
+    return [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if r.name.startswith("agent.sync.outbox")
+    ]
 
 
 def test_a_write_failure_episode_is_reported_backed_off_and_closed(

@@ -8,7 +8,7 @@ import numpy as np
 
 from agent.events import Event
 from agent.sync.payloads import clean, event_payload, telemetry_payloads
-from agent.sync.topics import Topics
+from agent.transport.topics import Topics
 
 
 def test_topics_follow_root_device_and_group() -> None:

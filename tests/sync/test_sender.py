@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from agent.sync.link import MqttLink
 from agent.sync.outbox import Message, MessageClass, Outbox
 from agent.sync.sender import MAX_WINDOW_BYTES, MIN_WINDOW_BYTES, TARGET_DRAIN_S, OutboxSender
+from agent.transport.link import MqttLink
 from sim.throttle import Throttle
 
 RATE = 40_000.0  # bytes/s of the slow link

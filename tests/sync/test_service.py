@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import random
 import subprocess
 import sys
 import time
@@ -16,8 +15,8 @@ from typing import Any
 import pytest
 from sync_fakes import FakeEngine
 
-from agent.sync import InboundMessage, SyncService
-from agent.sync.link import Backoff
+from agent.sync.service import SyncService
+from agent.transport import InboundMessage
 
 Until = Callable[..., bool]
 
@@ -274,16 +273,6 @@ def test_many_agents_in_one_process_have_distinct_clients(
         start_service(agent_config(shared_broker.port, dev, tmp_path / f"s{i}"))
     for dev in ids:
         assert online(probe, dev)["client_id"] == f"edge-agent-{dev}"
-
-
-def test_backoff_is_jittered_exponential_and_capped() -> None:
-    b = Backoff(0.5, 4.0, rng=random.Random(1))
-    delays = [b.next() for _ in range(8)]
-    ceilings = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]
-    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
-    assert len({round(d, 6) for d in delays[3:]}) > 1  # jitter: not all the same
-    b.reset()
-    assert b.next() <= 0.5
 
 
 # -- TLS and passwords -------------------------------------------------------------------------
@@ -549,9 +538,10 @@ def run_without_broker(cfg: Any, until: Until) -> None:
 
 def test_importing_sync_loads_no_heavy_library() -> None:
     code = (
-        "import sys, agent.sync, agent.hal.mqtt, agent.scheduler, agent.bench.sync\n"
-        "heavy = [m for m in ('paho', 'apscheduler', 'onnxruntime', 'ai_edge_litert')"
-        " if m in sys.modules]\n"
+        "import sys, agent.sync, agent.sync.builtins, agent.transport, agent.hal.mqtt\n"
+        "import agent.scheduler, agent.bench.sync\n"
+        "heavy = [m for m in ('paho', 'apscheduler', 'onnxruntime', 'ai_edge_litert',"
+        " 'agent.sync.service') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

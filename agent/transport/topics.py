@@ -1,4 +1,5 @@
-"""Every MQTT topic name the agent uses, built in one place from the root and the device id."""
+"""Every MQTT topic name the agent uses (sync, HAL, OTA), built in one place from the root and the
+device id."""
 
 from __future__ import annotations
 
@@ -71,6 +72,22 @@ class Topics:
         if head in (self.base, f"{self.root}/group/{self.group}", f"{self.root}/all"):
             return name
         return None
+
+    def ota_manifest_filters(self) -> tuple[str, str, str]:
+        """OTA manifest subscriptions: this device, its group, the fleet."""
+        return self.fleet_forms("ota/+/manifest")
+
+    def ota_chunk_filter(self) -> str:
+        """OTA chunk subscription (chunks are always sent to one device)."""
+        return f"{self.base}/ota/+/chunk/+"
+
+    def ota_status(self, model: str) -> str:
+        """Retained status of `model`'s last update."""
+        return f"{self.base}/ota/{model}/status"
+
+    def ota_request(self, model: str) -> str:
+        """Where the device asks for the chunks of `model`'s update."""
+        return f"{self.base}/ota/{model}/request"
 
     def discovery(self, component: str, object_id: str) -> str:
         """Home Assistant discovery config topic of one entity."""

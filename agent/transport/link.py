@@ -11,7 +11,6 @@ a bound on QoS 0 messages waiting in paho while the socket does not drain (see `
 from __future__ import annotations
 
 import logging
-import random
 import socket
 import ssl
 import threading
@@ -19,8 +18,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from agent.backoff import Backoff
 from agent.config.sections import AgentConfig, MqttConfig
-from agent.sync.base import InboundMessage, MessageHandler, Qos
+from agent.transport.base import InboundMessage, MessageHandler, Qos
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
@@ -36,29 +36,6 @@ paho queues every QoS 0 publish in memory until the socket takes it, without a b
 slower than what is published at QoS 0 (telemetry at `telemetry_qos = 0`, metrics, actuator
 commands), or one that has stopped reading, that queue grew for as long as the connection
 lived. QoS 0 is at-most-once: dropping it at the source is the contract, and it is counted."""
-
-
-class Backoff:
-    """Exponential delays from `min_s` doubling to `max_s`, each drawn in [d/2, d] (jitter).
-
-    The jitter spreads a fleet's reconnects after a broker restart instead of a thundering herd.
-    """
-
-    def __init__(self, min_s: float, max_s: float, *, rng: random.Random | None = None) -> None:
-        self.min_s = min_s
-        self.max_s = max(min_s, max_s)
-        self.attempt = 0
-        self._rng = rng or random.Random()
-
-    def next(self) -> float:
-        """The delay before the next attempt."""
-        ceiling = min(self.max_s, self.min_s * (2.0 ** min(self.attempt, 32)))
-        self.attempt += 1
-        return ceiling * (0.5 + 0.5 * self._rng.random())
-
-    def reset(self) -> None:
-        """Start over after a successful connection."""
-        self.attempt = 0
 
 
 def client_id_for(config: AgentConfig) -> str:
@@ -120,7 +97,10 @@ class MqttLink:
         self.on_disconnected: Callable[[], None] | None = None
         self.on_ack: Callable[[int, bool], None] | None = None
         self._will = will
-        self._backoff = Backoff(config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s)
+        # Jittered: a fleet reconnecting after a broker restart spreads out instead of herding.
+        self._backoff = Backoff(
+            config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s, jitter=True
+        )
         self._handlers: dict[str, list[tuple[MessageHandler, int]]] = {}
         self._handlers_lock = threading.Lock()
         self._client: mqtt.Client | None = None

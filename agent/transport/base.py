@@ -1,4 +1,4 @@
-"""The message-transport seam: what the rest of the agent (HAL, OTA) needs from a broker link."""
+"""The message-transport seam: what the agent (HAL, OTA, sync) needs from a broker link."""
 
 from __future__ import annotations
 
