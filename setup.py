@@ -34,4 +34,6 @@ setup(
         BOARDS: ["*.toml"],
         f"{BOARDS}.systemd": ["*.service"],
     },
+    # Beside the venv's bin/, where the unit's Documentation= points: <prefix>/share/doc/edge-agent.
+    data_files=[("share/doc/edge-agent", ["README.md", "docs/deploy.md", "docs/mqtt.md"])],
 )
