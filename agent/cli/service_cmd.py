@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def _install(args: argparse.Namespace) -> int:
     try:
         for line in write_install(plan, args.prefix):
             print(line)
-    except OSError as exc:
+    except (OSError, subprocess.CalledProcessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for name, src in plan.credentials:

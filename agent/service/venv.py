@@ -35,6 +35,8 @@ class RunningCode:
     version: str
     source: str | None
     editable_dir: Path | None
+    script: Path | None = None
+    """The edge-agent console script when not `prefix/bin` (Debian's pip uses /usr/local/bin)."""
 
     @classmethod
     def current(cls) -> RunningCode:
@@ -42,7 +44,9 @@ class RunningCode:
         dist = metadata.distribution(DIST)
         source, editable = _origin(dist)
         base = Path(os.path.realpath(sys.executable))
-        return cls(Path(sys.prefix), base, dist.version, source, editable)
+        scripts = [f for f in dist.files or [] if f.parent.name == "bin" and f.name == "edge-agent"]
+        script = Path(os.path.normpath(str(dist.locate_file(scripts[0])))) if scripts else None
+        return cls(Path(sys.prefix), base, dist.version, source, editable, script)
 
 
 @dataclass(frozen=True)
@@ -72,14 +76,15 @@ def plan_code(
         (what, path, why)
         for what, path in (
             ("the running venv", running.prefix),
+            ("the edge-agent script", running.script),
             ("its Python", running.base_python),
             ("the editable checkout", running.editable_dir),
         )
         if path is not None and (why := hidden_by(path, hidden))
     ]
     if not blocked:
-        script = running.prefix / "bin" / "edge-agent"
-        return CodePlan(script, running.prefix, [], f"code: reusing {running.prefix}")
+        script = running.script or running.prefix / "bin" / "edge-agent"
+        return CodePlan(script, running.prefix, [], f"code: reusing {running.prefix} ({script})")
     what, path, why = blocked[0]
     reason = f"{what} {path} is hidden from the service ({why})"
     python = _visible_python(running, hidden, system_python)

@@ -9,6 +9,7 @@ the editable install's own .pth, so `agent` can only come from the wheel.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -105,3 +106,18 @@ def test_run_on_the_installed_board_file(installed: Path, tmp_path: Path, broker
     config = f"{boards}/generic-x86.toml"
     _agent(installed, "run", "--config", config, "--duration", "3", cwd=tmp_path, env=env)
     assert (tmp_path / "state" / "outbox.db").is_file()
+
+
+def test_service_install_from_a_hidden_venv_plans_opt(installed: Path, tmp_path: Path) -> None:
+    # The fresh venv lies under the temporary folder, which PrivateTmp= hides from the service.
+    argv = [str(installed / "bin/edge-agent"), "service", "install", "--board", "generic-x86"]
+    argv += ["--prefix", str(tmp_path / "root"), "--dry-run"]
+    proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert "hidden from the service" in proc.stdout + proc.stderr
+    if proc.returncode == 0:  # a Python outside the hidden folders exists: a venv in /opt
+        assert "ExecStart=/opt/edge-agent/bin/edge-agent run" in proc.stdout
+        # The same version, from the very wheel this venv was installed from.
+        assert re.search(r"would run: .* install .*edge_agent-.*\.whl\n", proc.stdout)
+    else:
+        assert proc.returncode == 2 and "no Python outside" in proc.stderr, proc.stderr
+    assert not (tmp_path / "root").exists()
