@@ -79,10 +79,12 @@ def plan_install(
     )
     plan = Install(source, render_config(cfg, source, running.version), unit, code, credentials)
     plan.notes = [code.note, *notes]
+    # The shipped models move with the code (a new venv in /opt), so they are no concern here.
+    shipped = cfg.models_dir == shipped_models_dir()
     plan.warnings = [
         f"{key} = {value}: hidden from the service by {why}"
         for key, value in config_paths(cfg)
-        if (why := hidden_by(value, hidden))
+        if (why := hidden_by(value, hidden)) and not (shipped and key == "models_dir")
     ]
     if check_files:
         _check_credentials(credentials, root)
@@ -114,7 +116,8 @@ def render_config(cfg: AgentConfig, source: str, version: str) -> str:
     lines = format_config(cfg).splitlines()
     if cfg.models_dir == shipped_models_dir():
         # Left out so it follows the package (a new venv, a new Python) instead of one path.
-        lines = [line for line in lines if not line.startswith("models_dir = ")]
+        top = next((i for i, line in enumerate(lines) if line.startswith("[")), len(lines))
+        lines = [x for i, x in enumerate(lines) if i >= top or not x.startswith("models_dir = ")]
     body = "\n".join(lines) + "\n"
     header = (
         f"# Written by `edge-agent service install` (edge-agent {version}) from {source}.\n"

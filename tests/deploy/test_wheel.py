@@ -114,6 +114,8 @@ def test_service_install_from_a_hidden_venv_plans_opt(installed: Path, tmp_path:
     argv += ["--prefix", str(tmp_path / "root"), "--dry-run"]
     proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert "hidden from the service" in proc.stdout + proc.stderr
+    # The shipped models move with the code: no warning about the venv's own models folder.
+    assert "warning: models_dir" not in proc.stderr
     if proc.returncode == 0:  # a Python outside the hidden folders exists: a venv in /opt
         assert "ExecStart=/opt/edge-agent/bin/edge-agent run" in proc.stdout
         # The same version, from the very wheel this venv was installed from.

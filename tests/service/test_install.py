@@ -176,7 +176,9 @@ def test_a_hidden_venv_is_replaced_by_one_in_opt(tmp_path: Path) -> None:
         source="/home/me/dist/edge_agent-0.1.0-py3-none-any.whl",
         editable_dir=None,
     )
-    plan = plan_install(board="generic-x86", root=tmp_path, running=home).code
+    install = plan_install(board="generic-x86", root=tmp_path, running=home)
+    assert install.warnings == []  # the shipped models move with the code
+    plan = install.code
     assert plan.creates and plan.exec_path == Path("/opt/edge-agent/bin/edge-agent")
     assert plan.commands[0][1:] == ["-m", "venv", str(tmp_path / "opt/edge-agent")]
     assert plan.commands[1][-1] == home.source
