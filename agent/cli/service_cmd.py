@@ -72,7 +72,7 @@ def _install(args: argparse.Namespace) -> int:
     for line in plan.notes:
         print(line)
     if args.dry_run:
-        for command in plan.code.commands:
+        for command in plan.code.commands():
             print("would run:", " ".join(command))
         print(f"# {args.prefix / 'etc/edge-agent/agent.toml'}\n{plan.config_text}")
         print(f"# {args.prefix / 'etc/systemd/system/edge-agent.service'}\n{plan.unit_text}")

@@ -25,7 +25,15 @@ from pydantic import BaseModel
 from agent.config import AgentConfig, format_config, load_config
 from agent.runtime.shipped import board_file, shipped_models_dir
 from agent.service.unit import hidden_paths, render_unit
-from agent.service.venv import MARKER, CodePlan, RunningCode, constraints, hidden_by, plan_code
+from agent.service.venv import (
+    CONSTRAINTS,
+    MARKER,
+    CodePlan,
+    RunningCode,
+    constraints,
+    hidden_by,
+    plan_code,
+)
 
 ETC_DIR = Path("/etc/edge-agent")
 CONFIG_PATH = ETC_DIR / "agent.toml"
@@ -145,13 +153,15 @@ def config_paths(value: Any, key: str = "") -> Iterator[tuple[str, Path]]:
 def write_install(plan: Install, root: Path = Path("/")) -> list[str]:
     """Carry out the plan; returns one line per file or command, saying what happened."""
     done = []
-    if plan.code.creates and not (plan.code.venv / MARKER).is_file():
-        make_venv, install_agent = plan.code.commands
-        subprocess.run(make_venv, check=True)
-        (plan.code.venv / "constraints.txt").write_text(constraints())
-        subprocess.run(install_agent, check=True)
-        (plan.code.venv / MARKER).write_text("made by `edge-agent service install`\n")
-        done.append(f"made {plan.code.venv}")
+    code = plan.code
+    if code.make_with is not None:
+        subprocess.run(code.commands()[0], check=True)
+        (code.venv / MARKER).write_text("made by `edge-agent service install`\n")
+        done.append(f"made {code.venv}")
+    if code.install is not None:
+        (code.venv / CONSTRAINTS).write_text(constraints())
+        subprocess.run(code.commands()[-1], check=True)
+        done.append(f"installed {code.install} into {code.venv}")
     done.append(_write_config(root / CONFIG_PATH.relative_to("/"), plan.config_text))
     done.append(_write_plain(root / UNIT_PATH.relative_to("/"), plan.unit_text))
     return done
