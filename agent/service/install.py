@@ -94,6 +94,11 @@ def plan_install(
         for key, value in config_paths(cfg)
         if (why := hidden_by(value, hidden)) and not (shipped and key == "models_dir")
     ]
+    plan.warnings += [
+        f"{key} = {value}: the service's dynamic user cannot read it (mode {mode:04o})"
+        for key, value in config_paths(cfg)
+        if value.is_file() and not (mode := value.stat().st_mode & 0o7777) & 0o004
+    ]
     if check_files:
         _check_credentials(credentials, root)
     return plan

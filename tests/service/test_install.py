@@ -170,6 +170,20 @@ def test_paths_the_hardening_hides_are_warned_about(tmp_path: Path) -> None:
     assert plan_install(board="generic-x86", root=tmp_path, running=OPT).warnings == []
 
 
+def test_files_the_dynamic_user_cannot_read_are_warned_about(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("ca")
+    ca.chmod(0o600)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[mqtt.tls]\nca_file = "{ca}"\n')
+    plan = plan_install(config=config, root=tmp_path / "root", running=OPT)
+    assert plan.warnings[-1] == (
+        f"mqtt.tls.ca_file = {ca}: the service's dynamic user cannot read it (mode 0600)"
+    )
+    ca.chmod(0o644)
+    assert not any("cannot read" in w for w in plan_install(config=config, running=OPT).warnings)
+
+
 def test_a_hidden_venv_is_replaced_by_one_in_opt(tmp_path: Path) -> None:
     home = RunningCode(
         prefix=Path("/home/me/.venv"),
