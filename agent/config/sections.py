@@ -24,6 +24,13 @@ from agent.config.runtime import RuntimeConfig as RuntimeConfig
 from agent.config.runtime import RuntimeSection
 
 
+def _shipped_models_dir() -> Path:
+    # Imported when first needed: the agent.runtime package imports this module.
+    from agent.runtime.shipped import shipped_models_dir
+
+    return shipped_models_dir()
+
+
 class DeviceConfig(Section):
     """Who this agent is in the fleet."""
 
@@ -250,7 +257,10 @@ class AgentConfig(Section):
     state_dir: Path = Field(
         default=Path("/var/lib/edge-agent"), description="Outbox, OTA slots, seq"
     )
-    models_dir: Path = Field(default=Path("models"), description="Shipped models, one folder each")
+    models_dir: Path = Field(
+        default_factory=_shipped_models_dir,
+        description="Models, one folder each; the package's shipped (read-only) ones when omitted",
+    )
 
     # A field validator (not a model one) so the error points at `plugins`, not at the root.
     @field_validator("plugins")
