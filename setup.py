@@ -2,7 +2,7 @@
 
 The repository keeps the shipped models in `models/` and the board files in `firmware-configs/`;
 the wheel carries them as the data-only packages `edge_agent_models` and `edge_agent_boards`, so
-no generically named top-level `models` lands in site-packages. `agent.runtime.shipped` finds
+no generically named top-level `models` lands in site-packages. `agent.shipped` finds
 them. Everything else (metadata, dependencies, tools) is in pyproject.toml.
 """
 

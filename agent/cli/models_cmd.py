@@ -60,8 +60,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from agent.runtime.shipped import shipped_models_dir
     from agent.runtime.verify import verify_path
+    from agent.shipped import shipped_models_dir
 
     args.dir = args.dir or shipped_models_dir()
     if not args.dir.exists():
@@ -132,7 +132,7 @@ def _spec_row(role: str, index: int, spec: Any) -> tuple[object, ...]:
 
 def _store(config: Path | None, directory: Path | None) -> Any:
     from agent.runtime.folders import ModelStore
-    from agent.runtime.shipped import shipped_models_dir
+    from agent.shipped import shipped_models_dir
 
     if config is None:
         return ModelStore(directory or shipped_models_dir(), None)

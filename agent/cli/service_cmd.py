@@ -48,9 +48,9 @@ def _prefix(parser: argparse.ArgumentParser) -> None:
 
 def _install(args: argparse.Namespace) -> int:
     from agent.errors import ConfigError
-    from agent.runtime.shipped import ShippedError
     from agent.service.install import plan_install, write_install
     from agent.service.venv import InstallRefused
+    from agent.shipped import ShippedError
 
     try:
         plan = plan_install(

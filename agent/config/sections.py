@@ -26,7 +26,7 @@ from agent.config.runtime import RuntimeSection
 
 def _shipped_models_dir() -> Path:
     # Imported when first needed: the agent.runtime package imports this module.
-    from agent.runtime.shipped import shipped_models_dir
+    from agent.shipped import shipped_models_dir
 
     return shipped_models_dir()
 

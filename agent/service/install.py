@@ -7,7 +7,7 @@ the files written name the final paths):
   /etc/edge-agent/credentials/NAME     secrets handed over by LoadCredential= (root only)
   /etc/systemd/system/edge-agent.service
   /var/lib/edge-agent/                 StateDirectory=: outbox and OTA versions
-Models are read from the package itself (`agent.runtime.shipped`), never copied.
+Models are read from the package itself (`agent.shipped`), never copied.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from agent.config import AgentConfig, format_config, load_config
-from agent.runtime.shipped import board_file, shipped_models_dir
 from agent.service.unit import hidden_paths, render_unit
 from agent.service.venv import (
     CONSTRAINTS,
@@ -34,6 +33,7 @@ from agent.service.venv import (
     hidden_by,
     plan_code,
 )
+from agent.shipped import board_file, shipped_models_dir
 
 ETC_DIR = Path("/etc/edge-agent")
 CONFIG_PATH = ETC_DIR / "agent.toml"

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from agent.config import AgentConfig, ConfigError, format_config, load_config
 from agent.config.sections import AutoRuntime, CpuRuntime, RuntimeConfig
-from agent.runtime.shipped import shipped_models_dir
+from agent.shipped import shipped_models_dir
 
 if sys.version_info >= (3, 11):
     import tomllib

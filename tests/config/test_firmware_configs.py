@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConfigError, format_config, load_config
-from agent.runtime.shipped import shipped_models_dir
+from agent.shipped import shipped_models_dir
 
 if sys.version_info >= (3, 11):
     import tomllib

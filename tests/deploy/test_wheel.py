@@ -92,7 +92,7 @@ def test_run_on_the_installed_board_file(installed: Path, tmp_path: Path, broker
         [
             str(installed / "bin/python"),
             "-c",
-            "from agent.runtime.shipped import boards_dir; print(boards_dir())",
+            "from agent.shipped import boards_dir; print(boards_dir())",
         ],
         tmp_path,
     ).strip()

@@ -11,7 +11,6 @@ import pytest
 from agent.cli.main import main
 from agent.config import load_config
 from agent.errors import ConfigError
-from agent.runtime.shipped import ShippedError, shipped_models_dir
 from agent.service.install import (
     CONFIG_PATH,
     STATE_DIR,
@@ -21,6 +20,7 @@ from agent.service.install import (
     write_install,
 )
 from agent.service.venv import MARKER, InstallRefused, RunningCode, plan_code
+from agent.shipped import ShippedError, shipped_models_dir
 
 if sys.version_info >= (3, 11):
     import tomllib

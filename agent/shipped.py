@@ -12,7 +12,7 @@ from pathlib import Path
 
 MODELS_PACKAGE = "edge_agent_models"
 BOARDS_PACKAGE = "edge_agent_boards"
-_CHECKOUT = Path(__file__).resolve().parents[2]
+_CHECKOUT = Path(__file__).resolve().parents[1]
 """The repository root when the agent runs from a checkout that was never installed."""
 
 
