@@ -1,16 +1,16 @@
-"""A small wrapper over APScheduler's BackgroundScheduler: interval jobs, counted and listed.
+"""PROVISIONAL (branch `sched`): the sync service's internal interval jobs on monotonic deadlines.
 
-Each job runs in the scheduler's single worker thread, never on a plugin loop; a job that is
-still running when its next run is due is not started twice (`max_instances=1`, `coalesce`).
-Intervals are real seconds: a step of the wall clock (NTP on a board without an RTC) neither
-stops the jobs nor makes them catch up (see `agent.scheduler.clock`). APScheduler is imported
-when the scheduler starts, not when this module is imported.
+The `sync` branch moves these jobs onto the sync thread and drops its use of this class; the
+lead deletes this module at merge. Until then it keeps the agent whole without APScheduler's
+private `_process_jobs` override: one thread, deadlines on `time.monotonic()`, so a wall-clock
+step neither stops the jobs nor makes them catch up; missed deadlines are skipped.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 class _Job:
     fn: Callable[[], None]
     interval_s: float
+    due: float = 0.0
     runs: int = 0
     errors: int = 0
     last_run_ts: float = 0.0
@@ -30,114 +31,73 @@ class _Job:
 
 
 class JobScheduler:
-    """Interval jobs by id; `jobs()` describes them for `status`."""
+    """Interval jobs by id, run one at a time on one thread; `jobs()` describes them."""
 
-    def __init__(
-        self,
-        *,
-        name: str = "edge-agent",
-        wall: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, *, name: str = "edge-agent") -> None:
         self.name = name
         self._jobs: dict[str, _Job] = {}
-        self._scheduler: Any = None
-        # The clocks are parameters so that tests can step a fake wall clock.
-        self._wall = wall
-        self._monotonic = monotonic
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def add(self, job_id: str, interval_s: float, fn: Callable[[], None]) -> None:
-        """Run `fn` every `interval_s` seconds once started (first run one interval from now)."""
+        """Run `fn` every `interval_s` seconds once started (first run one interval from start)."""
         if job_id in self._jobs:
             raise ValueError(f"job {job_id!r} already added")
         if not (interval_s > 0 and math.isfinite(interval_s)):
             raise ValueError(f"job {job_id!r}: interval_s must be > 0 (got {interval_s!r})")
-        self._jobs[job_id] = _Job(fn, interval_s)
-        if self._scheduler is not None:
-            self._schedule(job_id)
+        self._jobs[job_id] = _Job(fn, interval_s, due=time.monotonic() + interval_s)
 
     def start(self) -> None:
-        """Start the scheduler thread."""
-        from apscheduler.executors.pool import ThreadPoolExecutor
+        """Start the job thread."""
+        now = time.monotonic()
+        for job in self._jobs.values():
+            job.due = now + job.interval_s
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=f"{self.name}-jobs", daemon=True)
+        self._thread.start()
 
-        from agent.scheduler.clock import ClockSafeScheduler
+    def _loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            wait = min((j.due - now for j in self._jobs.values()), default=1.0)
+            if self._stop.wait(max(0.0, wait)):
+                return
+            now = time.monotonic()
+            for job_id, job in self._jobs.items():
+                if job.due <= now:
+                    missed = math.floor((now - job.due) / job.interval_s)
+                    job.due += (missed + 1) * job.interval_s
+                    self._run(job_id, job)
 
-        # APScheduler logs every job run at INFO; at a 1 s flush interval that floods the journal.
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
-        self._scheduler = ClockSafeScheduler(
-            wall=self._wall,
-            monotonic=self._monotonic,
-            executors={"default": ThreadPoolExecutor(max_workers=1)},
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-            timezone="UTC",
-            daemon=True,
-        )
-        for job_id in self._jobs:
-            self._schedule(job_id)
-        self._scheduler.start()
-
-    def _schedule(self, job_id: str) -> None:
-        from agent.scheduler.clock import MonotonicInterval
-
-        job = self._jobs[job_id]
-        # The scheduler sleeps at most one interval of its quickest job: a backward clock step
-        # is then noticed within about that interval.
-        self._scheduler.watch_s = min(self._scheduler.watch_s, job.interval_s)
-        self._scheduler.add_job(
-            self._runner(job_id),
-            MonotonicInterval(job.interval_s, monotonic=self._monotonic),
-            id=job_id,
-            name=f"{self.name}:{job_id}",
-        )
-
-    def _runner(self, job_id: str) -> Callable[[], None]:
-        job = self._jobs[job_id]
-
-        def run() -> None:
-            job.last_run_ts = self._wall()
-            job.runs += 1
-            try:
-                job.fn()
-            except Exception as exc:
-                job.errors += 1
-                job.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("job %s failed", job_id)
-
-        return run
-
-    def run_now(self, job_id: str) -> None:
-        """Run a job once now, on the calling thread."""
-        self._runner(job_id)()
-
-    @property
-    def clock_steps(self) -> int:
-        """Wall-clock steps the running scheduler noticed (and re-derived its jobs after)."""
-        return int(self._scheduler.clock_steps) if self._scheduler is not None else 0
+    def _run(self, job_id: str, job: _Job) -> None:
+        job.last_run_ts = time.time()
+        job.runs += 1
+        try:
+            job.fn()
+        except Exception as exc:
+            job.errors += 1
+            job.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("job %s failed", job_id)
 
     def stop(self) -> None:
-        """Stop the scheduler; a job running now finishes on its own."""
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
+        """Stop the thread; a job running now finishes on its own."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(1.0)
+            self._thread = None
 
     def jobs(self) -> list[dict[str, Any]]:
         """Every job: id, interval, runs, errors, last run and error, next run (Unix seconds)."""
-        out = []
-        for job_id, job in self._jobs.items():
-            nxt = None
-            if self._scheduler is not None:
-                aps_job = self._scheduler.get_job(job_id)
-                if aps_job is not None and aps_job.next_run_time is not None:
-                    nxt = round(aps_job.next_run_time.timestamp(), 3)
-            out.append(
-                {
-                    "id": job_id,
-                    "interval_s": job.interval_s,
-                    "runs": job.runs,
-                    "errors": job.errors,
-                    "last_run_ts": round(job.last_run_ts, 3) if job.runs else None,
-                    "next_run_ts": nxt,
-                    "last_error": job.last_error or None,
-                }
-            )
-        return out
+        offset = time.time() - time.monotonic()
+        return [
+            {
+                "id": job_id,
+                "interval_s": job.interval_s,
+                "runs": job.runs,
+                "errors": job.errors,
+                "last_run_ts": round(job.last_run_ts, 3) if job.runs else None,
+                "next_run_ts": round(job.due + offset, 3) if self._thread else None,
+                "last_error": job.last_error or None,
+            }
+            for job_id, job in self._jobs.items()
+        ]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.sections import AgentConfig
+from agent.plugin.channel import OutputChannel
 from agent.plugin.registry import PluginRegistry
 from agent.service.app import AgentApp
 from agent.service.notify import Notifier
@@ -70,6 +71,48 @@ def status_line(app: AgentApp) -> str:
     return f"{running}/{len(plugins)} plugins running, lateness p99 {worst:.0f} us{link}"
 
 
+class _ExtraChannels:
+    """The engine, plus channels the sync thread drains beside the plugins' (lead: merge with
+    sync: `SyncService.add_channel` replaces this wrapper)."""
+
+    def __init__(self, engine: Any, extra: list[OutputChannel]) -> None:
+        self._engine = engine
+        self.extra = extra
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def channels(self) -> list[OutputChannel]:
+        """The plugins' channels and the extra ones."""
+        return [*self._engine.channels(), *self.extra]
+
+
+def _with_schedule_channel(engine: Any, config: AgentConfig) -> Any:
+    """The engine as the sync service sees it: with the `schedule` channel when there are
+    schedules (lead: merge with sync)."""
+    if not config.schedule:
+        return engine
+    from agent.scheduler import CHANNEL
+
+    return _ExtraChannels(engine, [OutputChannel(CHANNEL, (), capacity=1, events=256)])
+
+
+def _schedules(config: AgentConfig, sync: Any, control: Any) -> Any:
+    """The user's schedules, checked, dispatching through the sync service's command registry.
+
+    Raises ConfigError naming every bad schedule (`edge-agent config check` says the same)."""
+    from agent.scheduler import Schedules, check_schedules
+    from agent.sync.builtins import builtin_command_args
+
+    check_schedules(config, builtin_command_args())
+    return Schedules(
+        config.schedule,
+        sync.commands,
+        max_bytes=config.mqtt.max_payload_bytes,
+        channel=control.extra[0],
+    )
+
+
 def build_agent(
     config: AgentConfig,
     *,
@@ -90,7 +133,8 @@ def build_agent(
     if config.mqtt.enabled:
         from agent.sync.service import SyncService
 
-        sync = SyncService(config, app.host, config_path=config_path)
+        control = _with_schedule_channel(app.host, config)  # lead: merge with sync
+        sync = SyncService(config, control, config_path=config_path)
         app.sync = sync
         mqtt_hal: Any = app.hal.backend("mqtt")
         if mqtt_hal is not None:
@@ -109,6 +153,12 @@ def build_agent(
                 description="roll a model back to its previous version",
             )
             app.attach(_OtaWiring(adapter, ota))
+        if config.schedule:  # lead: merge with sync (sync.add_channel(schedules.channel))
+            app.attach(_schedules(config, sync, control))
+    elif config.schedule:
+        from agent.scheduler import check_schedules
+
+        check_schedules(config, {})  # raises: schedules need mqtt.enabled (docs/schedules.md)
     if config.service.prometheus_port is not None:
         from agent.service.prometheus import PrometheusEndpoint
 

@@ -180,3 +180,12 @@ def register_builtins(registry: CommandRegistry, host: CommandHost) -> None:
     r("models.list", models_list, description="Models in the store and who uses them")
     r("infer", infer, InferArgs, description="Run a named model on given inputs")
     r("config.reload", reload, description="Re-read the config file; a bad one changes nothing")
+
+
+def builtin_command_args() -> dict[str, type[BaseModel]]:
+    """Every built-in command's argument model, by name (provisional: the sync branch owns it)."""
+    args: dict[str, type[BaseModel]] = {name: NoArgs for name in BUILTIN_COMMANDS}
+    for name in ("plugin.start", "plugin.stop", "plugin.restart"):
+        args[name] = PluginArgs
+    args.update({"plugin.set": PluginSetArgs, "stats": StatsArgs, "infer": InferArgs})
+    return args
