@@ -82,7 +82,8 @@ def test_a_good_file_passes_and_prints_its_schedules_back(
         ),
         (
             'every_s = 60\ncommand = "plugin.sett"',
-            "schedule[s].command: unknown command (did you mean 'plugin.set'?) (got \"plugin.sett\")",
+            "schedule[s].command: unknown command (did you mean 'plugin.set'?)"
+            ' (got "plugin.sett")',
         ),
         (
             'every_s = 60\ncommand = "plugin.set"\nargs = { name = "smart_home" }',
@@ -104,7 +105,8 @@ def test_a_good_file_passes_and_prints_its_schedules_back(
         ),
         (
             'command = "ping"',
-            'schedule[s]: give exactly one of cron or every_s (got {"name": "s", "command": "ping"})',
+            "schedule[s]: give exactly one of cron or every_s"
+            ' (got {"name": "s", "command": "ping"})',
         ),
         (
             'every_s = 0.5\ncommand = "ping"',

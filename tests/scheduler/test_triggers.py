@@ -7,6 +7,7 @@ the wall clock skipped (`Job._get_run_times`), done here so the test needs no pr
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -108,7 +109,7 @@ def test_an_interval_keeps_real_seconds_across_dst() -> None:
     trigger = build_trigger(cron=None, every_s=3600, zone=BERLIN, grace_s=3600, start=start)
     times = fire_times(trigger, local(2026, 10, 25, 0, 30), 4)
     real = [t.astimezone(UTC) for t in times]  # aware datetimes in one zone subtract as wall
-    gaps = {b - a for a, b in zip(real, real[1:], strict=False)}
+    gaps = {b - a for a, b in itertools.pairwise(real)}
     assert gaps == {timedelta(hours=1)}
 
 
