@@ -46,8 +46,8 @@ def cron(expr: str, zone: ZoneInfo = BERLIN, grace_s: float = 300.0) -> object:
     return build_trigger(cron=expr, every_s=None, zone=zone, grace_s=grace_s)
 
 
-def local(*args: int, fold: int = 0) -> datetime:
-    return datetime(*args, tzinfo=BERLIN, fold=fold)  # type: ignore[misc]
+def local(year: int, month: int, day: int, hour: int, minute: int) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=BERLIN)
 
 
 @pytest.mark.parametrize(
