@@ -41,6 +41,7 @@ def run_check(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.file, check_files=args.check_files)
+        _check_schedules(config)
     except ConfigError as exc:
         for line in error_lines(exc):
             print(line, file=sys.stderr)
@@ -48,3 +49,13 @@ def run_check(args: argparse.Namespace) -> int:
     print(f"# effective configuration of {args.file} (defaults < file < EDGE_AGENT__* environment)")
     sys.stdout.write(format_config(config))
     return 0
+
+
+def _check_schedules(config: Any) -> None:
+    """What the section models cannot see: cron syntax, command names and their arguments."""
+    if not config.schedule:
+        return  # no need to import APScheduler and the command table
+    from agent.scheduler.check import check_schedules
+    from agent.sync.builtins import builtin_command_args
+
+    check_schedules(config, builtin_command_args())

@@ -1,7 +1,18 @@
-"""Periodic jobs of the agent (APScheduler 3 BackgroundScheduler), listed in `status`."""
+"""The schedules users write (`[[schedule]]`), run by APScheduler 3 as commands.
+
+Importing this package imports neither APScheduler nor the sync package; they load when the
+schedules start or are checked.
+"""
 
 from __future__ import annotations
 
-from agent.scheduler.jobs import JobScheduler
+from agent.scheduler.check import check_schedules, schedule_errors
+from agent.scheduler.schedules import CHANNEL, EVENT_KIND, Schedules
 
-__all__ = ["JobScheduler"]
+__all__ = [
+    "CHANNEL",
+    "EVENT_KIND",
+    "Schedules",
+    "check_schedules",
+    "schedule_errors",
+]

@@ -70,6 +70,20 @@ def status_line(app: AgentApp) -> str:
     return f"{running}/{len(plugins)} plugins running, lateness p99 {worst:.0f} us{link}"
 
 
+def _schedules(config: AgentConfig, sync: Any) -> Any:
+    """The user's schedules, checked, run as commands on the sync service's command worker and
+    reported on its `schedule` channel. Raises ConfigError naming every bad schedule (`edge-agent
+    config check` says the same)."""
+    from agent.plugin.channel import OutputChannel
+    from agent.scheduler import CHANNEL, Schedules, check_schedules
+    from agent.sync.builtins import builtin_command_args
+
+    check_schedules(config, builtin_command_args())
+    channel = OutputChannel(CHANNEL, (), capacity=1, events=256)
+    sync.add_channel(channel)
+    return Schedules(config.schedule, sync.submit_command, channel=channel)
+
+
 def build_agent(
     config: AgentConfig,
     *,
@@ -110,6 +124,12 @@ def build_agent(
                 description="roll a model back to its previous version",
             )
             app.attach(_OtaWiring(adapter, ota))
+        if config.schedule:
+            app.attach(_schedules(config, sync))
+    elif config.schedule:
+        from agent.scheduler import check_schedules
+
+        check_schedules(config, {})  # raises: schedules need mqtt.enabled (docs/schedules.md)
     if config.service.prometheus_port is not None:
         from agent.service.prometheus import PrometheusEndpoint
 

@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -301,5 +302,101 @@ def test_wall_clock_steps_forward_a_month_then_back_two_hours(
     assert jobs["state"]["runs"] == jobs["outbox_compaction"]["runs"] == 0, jobs
 
     assert code == 0, log[-3000:]
-    assert log.count("wall clock stepped") == 2, log[-3000:]
+    assert not re.search(r"^(ERROR|CRITICAL) |Traceback", log, re.M), log[-3000:]
+
+
+# -- user schedules across steps (docs/schedules.md) --------------------------------------------
+
+NIGHT = datetime(2026, 6, 1, 22, 0, tzinfo=timezone.utc)
+SCHEDULES = """
+[[schedule]]
+name = "night"
+cron = "0 22 * * *"
+timezone = "UTC"
+command = "plugin.set"
+args = { name = "smart_home", params = { setback_heat = 15.0 } }
+
+[[schedule]]
+name = "tick"
+every_s = 1
+command = "ping"
+"""
+
+
+def _runs(rec: Recorder, name: str) -> list[dict[str, Any]]:
+    """The `schedule_run` events of schedule `name`, in arrival order."""
+    return [p for _, p in rec.all("/events/schedule") if p["data"]["name"] == name]
+
+
+def _ticks_after(rec: Recorder, wall: float, count: int) -> Callable[[], bool]:
+    """True once `count` runs of `tick` are stamped after wall-clock time `wall`."""
+    return lambda: sum(1 for p in _runs(rec, "tick") if p["ts"] > wall) >= count
+
+
+@pytest.mark.soak
+def test_schedules_follow_wall_clock_steps(
+    fake_wall: FakeWallClock, broker: Any, probe_factory: Any, unique_id: str, tmp_path: Path
+) -> None:
+    """A cron at 22:00 runs once when a forward step passes it, not again when a backward step
+    brings 22:00 back; an interval keeps running after both steps and after a month's step."""
+    probe = probe_factory(broker)
+    rec = Recorder(forward=probe.client.on_message)
+    probe.client.on_message = rec.on_message
+    probe.subscribe(f"edge/{unique_id}/events/schedule")
+    # Start at 21:58 (fake): the night schedule is two minutes ahead.
+    fake_wall.step(round(NIGHT.timestamp() - 120 - time.time()))
+    toml = agent_config(
+        state_dir=tmp_path / "state",
+        host=broker.host,
+        port=broker.port,
+        device_id=unique_id,
+        extra=SCHEDULES,
+    )
+    (tmp_path / "agent.toml").write_text(toml)
+    agent = AgentProcess(
+        tmp_path / "agent.toml", log_path=tmp_path / "agent.log", env=fake_wall.env
+    )
+    agent.start()
+    night_ts = NIGHT.timestamp()
+    try:
+        agent.wait_ready(60)
+        assert probe.wait_for(lambda: len(_runs(rec, "tick")) >= 2, timeout=30)
+        assert not _runs(rec, "night")
+
+        fake_wall.step(180)  # 21:58 -> 22:01: past the night schedule, within its grace
+        stepped_to = fake_wall.expected_now()
+        assert probe.wait_for(lambda: bool(_runs(rec, "night")), timeout=15), agent.log()[-2000:]
+        ran_at = _runs(rec, "night")[0]["ts"]
+        late, after_step = ran_at - night_ts, ran_at - stepped_to
+        print(f"\nnight ran {late:+.1f} s after 22:00, {after_step:+.1f} s after the step")
+
+        fake_wall.step(-90)  # back to 21:59:3x: 22:00 comes round again
+        stepped_back = time.monotonic()
+        # The interval keeps its real-time pace, not paused for the 90 s of the step...
+        assert probe.wait_for(_ticks_after(rec, 0.0, len(_runs(rec, "tick")) + 5), timeout=12)
+        print(f"5 ticks {time.monotonic() - stepped_back:.1f} s after the step back")
+        # ...and once the clock is past 22:00 again (ticks stamped after it), night ran once.
+        assert probe.wait_for(_ticks_after(rec, night_ts + 5, 3), timeout=150)
+        assert len(_runs(rec, "night")) == 1, _runs(rec, "night")
+
+        # A month and a half-day on (a stale boot clock set by NTP): 10:00, far past 22:00 and
+        # its grace: night is missed, not run; the one-second interval goes on at once.
+        fake_wall.step(30 * DAY_S + 12 * 3600)
+        later = fake_wall.expected_now()
+        assert probe.wait_for(_ticks_after(rec, later - SLACK_S, 3), timeout=20)
+        status = probe.command(f"edge/{unique_id}", "status")
+        log = agent.log()
+    finally:
+        code = agent.stop()
+    night = _runs(rec, "night")
+    assert len(night) == 1 and night[0]["data"]["ok"], night
+    assert night[0]["data"]["result"]["params"]["setback_heat"] == 15.0
+    # Run at once after the step (libfaketime re-reads its file within 1 s, the watch looks
+    # every second), and late: the wall clock never showed 22:00 before the step.
+    assert night_ts < night[0]["ts"] <= stepped_to + 10.0, (night, stepped_to)
+    assert all(p["data"]["ok"] for p in _runs(rec, "tick"))
+    assert status["ok"], status
+    assert code == 0, log[-3000:]
+    assert log.count("schedules follow the new time") == 3, log[-3000:]
+    assert "schedule night: run due at" in log and "missed" in log, log[-3000:]
     assert not re.search(r"^(ERROR|CRITICAL) |Traceback", log, re.M), log[-3000:]
