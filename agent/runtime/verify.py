@@ -120,8 +120,10 @@ def check_golden(model: Model, golden: Sequence[GoldenVector]) -> tuple[float | 
         for j, expected in enumerate(vector.outputs):
             err = _max_error(expected, outs[j], fast.outputs[j], path=model.path)
             worst = max(worst, err) if err == err else err  # keep a NaN visible
-            if not err <= vector.tolerance and not failure:  # NaN fails too
-                tolerance = f"{vector.tolerance:.4g}"
+            per_output = vector.tolerances or ()
+            limit = per_output[j] if j < len(per_output) else vector.tolerance
+            if not err <= limit and not failure:  # NaN fails too
+                tolerance = f"{limit:.4g}"
                 failure = (
                     f"golden vector {k} output {j}: max error {err:.4g} > tolerance {tolerance}"
                 )
