@@ -231,7 +231,7 @@ def _write_files(
     (folder / "eval").mkdir()
     (folder / FLOAT_REFERENCE).write_bytes(model_bytes)
     (folder / "model.onnx").write_bytes(quantized.model_bytes)
-    how = {
+    how: dict[str, Any] = {
         "method": "onnxruntime static QDQ, MinMax calibration, int8 weights and activations",
         "weights": "per-channel" if quantized.per_channel else "per-tensor",
         "max_abs_error_tried": {k: float(f"{v:.6g}") for k, v in quantized.tried.items()},
