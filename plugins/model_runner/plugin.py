@@ -188,7 +188,7 @@ class ModelRunnerPlugin(Plugin):
             raw = self._raw_rows[i]
             good = read(raw)
             if good:
-                v = raw[0]
+                v = float(raw[0])
                 good = v - v == 0.0  # False for NaN and for +-inf
             if not good:
                 ok = False
