@@ -236,6 +236,9 @@ def _write_files(
         "weights": "per-channel" if quantized.per_channel else "per-tensor",
         "max_abs_error_tried": {k: float(f"{v:.6g}") for k, v in quantized.tried.items()},
     }
+    for variant, reason in quantized.failed.items():
+        how.setdefault("failed", {})[variant] = reason
+        info.notes.append(f"quantizer failed {variant}, kept the other: {reason}")
     if quantized.left_float:
         how["left_float"] = quantized.left_float
         info.notes.append(

@@ -36,6 +36,8 @@ class Quantized:
     tried: dict[str, float]
     left_float: list[str]
     """Tensors the quantizer could not type (after ai.onnx.ml operators) and left float."""
+    failed: dict[str, str]
+    """Variants the quantizer failed on, with its reason."""
 
 
 class _Reader:
@@ -55,39 +57,53 @@ class _Reader:
 
 
 def quantize_qdq(float_model: Any, calib: Calibration, inputs: list[IoSpec]) -> Quantized:
-    """Quantize `float_model` (an onnx.ModelProto) per tensor and per channel; keep the better."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    """Quantize `float_model` (an onnx.ModelProto) per tensor and per channel; keep the better.
 
+    A variant the quantizer fails on is recorded and skipped; only when both fail is the import
+    refused (ModelError with the quantizer's first line).
+    """
     reference = _outputs(float_model.SerializeToString(), calib, inputs)
     tried: dict[str, float] = {}
+    failed: dict[str, str] = {}
     best: tuple[float, bytes, bool] | None = None
     with _root_warnings() as said, tempfile.TemporaryDirectory(prefix="edge-agent-") as tmp:
         src = _pre_processed(float_model, Path(tmp))
         for per_channel in (False, True):
+            label = "per-channel" if per_channel else "per-tensor"
             dst = Path(tmp) / f"int8_{int(per_channel)}.onnx"
             try:
-                quantize_static(
-                    str(src),
-                    str(dst),
-                    _Reader(calib, inputs),
-                    quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8,
-                    per_channel=per_channel,
-                    calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
-                )
+                _quantize(src, dst, calib, inputs, per_channel)
             except Exception as exc:  # the quantizer raises whatever its passes raise
-                line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise ModelError(f"ONNX Runtime quantization failed: {line}") from None
+                failed[label] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                continue
             data = dst.read_bytes()
             err = _max_error(reference, _outputs(data, calib, inputs))
-            tried["per-channel" if per_channel else "per-tensor"] = err
+            tried[label] = err
             if best is None or err < best[0] * 0.95:  # per-channel only when clearly better
                 best = (err, data, per_channel)
-    assert best is not None
+    if best is None:
+        reasons = "; ".join(f"{k}: {v}" for k, v in failed.items())
+        raise ModelError(f"ONNX Runtime quantization failed ({reasons})")
     left = sorted({m.group(1) for line in said if (m := _UNTYPED.search(line))})
-    return Quantized(best[1], best[2], best[0], tried, left)
+    return Quantized(best[1], best[2], best[0], tried, left, failed)
+
+
+def _quantize(
+    src: Path, dst: Path, calib: Calibration, inputs: list[IoSpec], per_channel: bool
+) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        str(src),
+        str(dst),
+        _Reader(calib, inputs),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=per_channel,
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+    )
 
 
 _UNTYPED = re.compile(r"failed to infer the type of tensor: (\S+)\.")

@@ -3,6 +3,10 @@ both trained on the digits data set scikit-learn ships, exported by their own co
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 from import_testkit import External, digits
@@ -55,14 +59,38 @@ def torch_digits(tmp_path_factory: pytest.TempPathFactory) -> External:
         opt.step()
     net = torch.nn.Sequential(net, torch.nn.Softmax(-1)).eval()
     folder = tmp_path_factory.mktemp("torch")
+    with warnings.catch_warnings():  # the TorchScript exporter announces its own deprecation
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _export(torch, net, images[:1], folder / "digits_cnn.onnx")
+    np.savez(folder / "calib.npz", image=x[1200:].reshape(-1, 1, 8, 8), y=y[1200:])
+    return External(folder / "digits_cnn.onnx", folder / "calib.npz")
+
+
+def _export(torch: Any, net: Any, example: Any, path: Path) -> None:
     torch.onnx.export(
         net,
-        (images[:1],),
-        str(folder / "digits_cnn.onnx"),
+        (example,),
+        str(path),
         input_names=["image"],
         output_names=["probabilities"],
         dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
         dynamo=False,  # the TorchScript exporter needs no onnxscript
     )
-    np.savez(folder / "calib.npz", image=x[1200:].reshape(-1, 1, 8, 8), y=y[1200:])
-    return External(folder / "digits_cnn.onnx", folder / "calib.npz")
+
+
+@pytest.fixture(scope="session")
+def sklearn_diabetes(tmp_path_factory: pytest.TempPathFactory) -> External:
+    """A scikit-learn MLPRegressor on the diabetes data set: a regressor, scored by MAE."""
+    pytest.importorskip("skl2onnx", reason="skl2onnx missing: pip install -e '.[test]'")
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_diabetes
+    from sklearn.neural_network import MLPRegressor
+
+    x, y = load_diabetes(return_X_y=True)
+    x, y = x.astype(np.float32) * 10, (y / 100.0).astype(np.float32)
+    reg = MLPRegressor(hidden_layer_sizes=(32,), max_iter=2000, random_state=0).fit(x[:350], y[:350])
+    folder = tmp_path_factory.mktemp("diabetes")
+    onx = to_onnx(reg, x[:1], target_opset=17)
+    (folder / "diabetes.onnx").write_bytes(onx.SerializeToString())
+    np.savez(folder / "calib.npz", X=x[350:], y=y[350:])
+    return External(folder / "diabetes.onnx", folder / "calib.npz")

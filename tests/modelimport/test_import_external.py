@@ -69,6 +69,17 @@ def test_a_torch_export_with_a_dynamic_batch_is_fixed_to_one_and_quantized(
     assert quality["quantization"]["weights"] in ("per-tensor", "per-channel")  # type: ignore[index]
 
 
+def test_a_regressor_is_scored_by_mae_against_its_targets(
+    sklearn_diabetes: External, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _import(sklearn_diabetes, tmp_path, "diabetes") == 0
+    assert "mae" in capsys.readouterr().out
+    quality = _check_folder(tmp_path / "diabetes")
+    assert quality["task"] == "regression" and quality["metric"] == "mae"
+    assert "top1_agreement" not in quality
+    assert abs(quality["int8"] - quality["float"]) < 0.1  # type: ignore[operator]
+
+
 def test_a_float_onnx_is_kept_float_with_the_float_flag(
     sklearn_digits: External, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
