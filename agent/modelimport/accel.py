@@ -17,7 +17,7 @@ Findings are warnings (the agent falls back to CPU) unless `runtime.strict` is s
 from __future__ import annotations
 
 from agent.config.sections import RuntimeConfig
-from agent.modelimport.inspect import ModelInfo
+from agent.modelimport.inspection import ModelInfo
 
 # TFLite builtin operators the Edge TPU compiler maps to the TPU (int8 only), per Coral's docs.
 EDGETPU_OPS = frozenset(

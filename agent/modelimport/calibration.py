@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from agent.modelimport.inspect import IoSpec
+from agent.modelimport.inspection import IoSpec
 
 TARGETS_KEY = "y"
 SINGLE_INPUT_KEY = "x"

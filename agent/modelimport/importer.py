@@ -21,7 +21,7 @@ from agent.errors import ModelError
 from agent.modelimport.accel import accelerator_findings
 from agent.modelimport.calibration import Calibration, load_calibration, seeded_calibration
 from agent.modelimport.errors import ImportProblems
-from agent.modelimport.inspect import ModelInfo, inspect_model
+from agent.modelimport.inspection import ModelInfo, inspect_model
 from agent.modelimport.quality import (
     Outputs,
     Quality,

@@ -20,7 +20,7 @@ import numpy as np
 
 from agent.errors import ModelError
 from agent.modelimport.calibration import Calibration
-from agent.modelimport.inspect import IoSpec
+from agent.modelimport.inspection import IoSpec
 
 _SYMBOLIC_LITTER = "sym_shape_infer_temp.onnx"
 MAX_CALIBRATION = 512  # samples fed to the calibrator; more rarely moves a min/max range

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from agent.modelimport.calibration import GOLDEN_COUNT, Calibration
-from agent.modelimport.inspect import IoSpec
+from agent.modelimport.inspection import IoSpec
 from agent.modelimport.quality import Outputs, Quality
 from agent.runtime.manifest import MANIFEST_FILE, Manifest
 

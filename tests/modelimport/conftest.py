@@ -88,7 +88,9 @@ def sklearn_diabetes(tmp_path_factory: pytest.TempPathFactory) -> External:
 
     x, y = load_diabetes(return_X_y=True)
     x, y = x.astype(np.float32) * 10, (y / 100.0).astype(np.float32)
-    reg = MLPRegressor(hidden_layer_sizes=(32,), max_iter=2000, random_state=0).fit(x[:350], y[:350])
+    reg = MLPRegressor(hidden_layer_sizes=(32,), max_iter=2000, random_state=0).fit(
+        x[:350], y[:350]
+    )
     folder = tmp_path_factory.mktemp("diabetes")
     onx = to_onnx(reg, x[:1], target_opset=17)
     (folder / "diabetes.onnx").write_bytes(onx.SerializeToString())
