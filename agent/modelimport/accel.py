@@ -40,8 +40,10 @@ def accelerator_findings(info: ModelInfo, runtime: RuntimeConfig) -> list[str]:
         return _coral(info)
     if info.format == "onnx":
         return _onnx_npu(info, runtime)
+    if not runtime.npu_delegate:
+        return ["npu: no runtime.npu_delegate configured; this model runs on the CPU"]
     return [
-        f"npu: whether {runtime.npu_delegate or 'the TFLite delegate'} takes every operator "
+        f"npu: whether {runtime.npu_delegate} takes every operator "
         f"({', '.join(info.ops) or 'unknown'}) is known only on the board: run "
         "`edge-agent models info NAME --config BOARD.toml` there"
     ]

@@ -215,10 +215,27 @@ def inspect_tflite(path: Path) -> ModelInfo:
     info.inputs = [_tflite_spec(d, "input", info) for d in interp.get_input_details()]
     info.outputs = [_tflite_spec(d, "output", info) for d in interp.get_output_details()]
     info.io = "int8" if any(s.dtype != "float32" for s in info.inputs + info.outputs) else "float32"
-    get_ops = getattr(interp, "_get_ops_details", None)
-    if get_ops is not None:
-        info.ops = sorted({str(op["op_name"]) for op in get_ops()})
+    info.ops = _tflite_ops(path)
     return info
+
+
+def _tflite_ops(path: Path) -> list[str]:
+    """The file's own operators: read without the default XNNPACK delegate, which would
+    otherwise replace them by one DELEGATE node."""
+    from agent.runtime.tflite import interpreter_module
+
+    module = interpreter_module()
+    resolver = getattr(
+        getattr(module, "OpResolverType", None), "BUILTIN_WITHOUT_DEFAULT_DELEGATES", None
+    )
+    kwargs = {} if resolver is None else {"experimental_op_resolver_type": resolver}
+    try:
+        interp = module.Interpreter(model_path=str(path), **kwargs)
+        interp.allocate_tensors()
+        details = interp._get_ops_details()
+    except Exception:  # private API or an older LiteRT: the operator list stays unknown
+        return []
+    return sorted({str(op["op_name"]) for op in details})
 
 
 def _tflite_spec(detail: dict[str, Any], role: str, info: ModelInfo) -> IoSpec:

@@ -183,3 +183,15 @@ def test_the_configured_accelerator_names_what_it_cannot_run(
         import_model(req)
     assert "FooExecutionProvider not in this ONNX Runtime build" in caught.value.problems[0]
     assert "runtime.strict is set" in caught.value.problems[0]
+
+
+def test_an_operator_the_edge_tpu_lacks_is_named() -> None:
+    from agent.modelimport.accel import accelerator_findings
+    from agent.modelimport.inspection import inspect_model
+
+    info = inspect_model(FLOAT_TFLITE_WITH_NAN)  # its broken head divides: DIV
+    assert "DIV" in info.ops and "DELEGATE" not in info.ops  # the file's own operators
+    found = accelerator_findings(info, RuntimeConfig(accelerator="coral"))
+    assert "coral: operator(s) the Edge TPU cannot run: DIV" in found
+    assert any("int8 models only" in f for f in found)
+    assert accelerator_findings(info, RuntimeConfig(accelerator="cpu")) == []
