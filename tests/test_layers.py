@@ -11,10 +11,11 @@ layer may import only layers listed before it):
     agent.config                                 config sections and loading
     agent.transport                              the message transport seam and message types
     agent.runtime                                inference backends, model folders, model slot
-    agent.modelimport                            a user's model made a model folder (byom branch)
+    agent.modelimport                            a user's model made a model folder
     agent.hal                                    sensors and actuators, the simulator seam
     agent.plugin                                 the plugin seam: base, output channel, registry
     agent.engine                                 loops, runners, the plugin host
+    agent.testing                                the plugin contract suite, for plugin authors
     agent.scheduler                              schedules
     agent.sync                                   MQTT sync and remote commands
     agent.ota                                    over-the-air model updates
@@ -47,6 +48,7 @@ LAYERS = (
     "agent.hal",
     "agent.plugin",
     "agent.engine",
+    "agent.testing",
     "agent.scheduler",
     "agent.sync",
     "agent.ota",

@@ -32,6 +32,10 @@ def register(sub: Any) -> None:
     p.add_argument("--format", choices=("tflite", "onnx"), help="force a file format")
     p.set_defaults(handler=_info)
 
+    from agent.modelimport.cli import register as register_import
+
+    register_import(cmds, Path("models"))
+
 
 def _list(args: argparse.Namespace) -> int:
     from agent.errors import ConfigError, ModelError

@@ -136,7 +136,7 @@ class PluginHost:
     # --- building and discarding runners -------------------------------------------------------
 
     def _build(self, pc: PluginConfig, params: PluginParams) -> PluginRunner:
-        cls = self._classes[pc.name]
+        cls = self._classes[pc.name].for_params(params)
         model_name = pc.model or cls.default_model
         slot = ModelSlot(self._load(pc.name, model_name)) if model_name else None
         try:

@@ -51,6 +51,11 @@ class Plugin(ABC):
     simulator: ClassVar[str | None] = None
     """`module:Class` of the simulator the sim HAL binds this plugin to."""
 
+    @classmethod
+    def for_params(cls, params: PluginParams) -> type[Plugin]:
+        """The class the host runs with `params`; a generic plugin declares devices from them."""
+        return cls
+
     @abstractmethod
     def setup(self, ctx: PluginContext) -> None:
         """Keep the context, allocate buffers, read initial params."""

@@ -45,6 +45,9 @@ class GoldenVector(_Strict):
     inputs: list[Any] = Field(description="One nested list per model input (float values)")
     outputs: list[Any] = Field(description="One nested list per model output (float reference)")
     tolerance: float = Field(gt=0, description="Largest absolute difference allowed")
+    tolerances: list[float] | None = Field(
+        None, description="One tolerance per output (overrides `tolerance` where given)"
+    )
 
 
 class Manifest(_Strict):

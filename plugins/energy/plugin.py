@@ -94,6 +94,7 @@ class EnergyPlugin(Plugin):
     def apply_params(self, params: PluginParams) -> None:
         """Take new params between ticks (detector, alarm logic, pacing)."""
         p = params if isinstance(params, Params) else Params.model_validate(params.model_dump())
+        self._params = p
         self._use_model = p.detector == "model" and self._ctx.model is not None
         self._infer_every = p.infer_every
         self._telemetry_every = p.telemetry_every
@@ -122,7 +123,7 @@ class EnergyPlugin(Plugin):
         """Read, update window and aggregates, detect, alarm, report."""
         ok = self._read(self._sample)
         x = float(self._sample[0])
-        fresh = ok and x == x  # x != x only for NaN
+        fresh = ok and x - x == 0.0  # NaN for NaN and for +-inf
         if fresh:
             self._last = x
             self._in_dropout = False
@@ -132,7 +133,7 @@ class EnergyPlugin(Plugin):
                 self._in_dropout = True
                 self._dropouts += 1
                 self._event(now_ns, "sensor_dropout", 1.0, sensor="mains",
-                            reason="missing" if not ok else "nan")  # fmt: skip
+                            reason="missing" if not ok else "nan" if x != x else "inf")  # fmt: skip
             if not self._window.primed:
                 return
             x = self._last  # hold the last good reading

@@ -32,9 +32,10 @@ class RobotPlugin(Plugin):
     refined by a parabola through the peak and its neighbours) and a speed; one law turns it into
     wheel speeds (turn rate `turn_gain` x heading error, speed within what turning leaves).
     The safety layer then cuts any translation toward a lidar return nearer than
-    `estop_distance`; the model cannot override it. A lidar dropout (no reading or NaN rays)
-    stops the robot: with no scan, clearance cannot be checked. A goal dropout keeps the last
-    good goal for `goal_hold_s`, then stops. Dropouts and e-stops are reported once per episode.
+    `estop_distance`; the model cannot override it. A lidar dropout (no reading, NaN or
+    infinite rays) stops the robot: with no scan, clearance cannot be checked. A goal dropout
+    keeps the last good goal for `goal_hold_s`, then stops. Dropouts and e-stops are reported
+    once per episode.
     """
 
     Params = RobotParams
@@ -158,11 +159,12 @@ class RobotPlugin(Plugin):
             self._emit(now_ns, left, right)
 
     def _sense_scan(self, now_ns: int) -> bool:
-        """Read the lidar; False on a dropout (no reading, or NaN rays), reported once."""
+        """Read the lidar; False on a dropout (no reading, NaN or inf rays), reported once."""
         ok = self._read_lidar(self._scan)
         if ok:
             self._min_range = float(self._scan.min())
-            ok = self._min_range == self._min_range  # min is NaN when any ray is NaN
+            total = float(self._scan.sum())
+            ok = total - total == 0.0  # NaN when any ray is NaN or infinite
         return self._track(now_ns, _LIDAR, ok, "lidar")
 
     def _sense_goal(self, now_ns: int) -> bool:
@@ -170,7 +172,7 @@ class RobotPlugin(Plugin):
         ok = self._read_goal(self._goal_raw)
         if ok:
             total = float(self._goal_raw.sum())
-            ok = total == total
+            ok = total - total == 0.0  # NaN when any value is NaN or infinite
         if ok:
             np.copyto(self._goal, self._goal_raw)
             self._goal_age = 0
