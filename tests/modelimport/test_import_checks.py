@@ -9,7 +9,7 @@ import pytest
 from import_testkit import FLOAT_TFLITE_WITH_NAN, WAVEFORM, External
 
 from agent.cli.main import main
-from agent.config.sections import RuntimeConfig
+from agent.config.sections import CoralRuntime, CpuRuntime, NpuRuntime
 from agent.modelimport.errors import ImportProblems
 from agent.modelimport.importer import ImportRequest, import_model
 from agent.runtime.manifest import load_manifest
@@ -171,13 +171,13 @@ def test_every_problem_is_listed_at_once(
 def test_the_configured_accelerator_names_what_it_cannot_run(
     sklearn_digits: External, tmp_path: Path
 ) -> None:
-    coral = RuntimeConfig(accelerator="coral")
+    coral = CoralRuntime()
     req = ImportRequest(WAVEFORM / "model.tflite", "w", tmp_path, runtime=coral, rate_hz=1000)
     notes = import_model(req).warnings
     assert any(n.startswith("coral: the file also needs edgetpu_compiler") for n in notes)
     req = ImportRequest(WAVEFORM / "model.onnx", "o", tmp_path, runtime=coral, rate_hz=1000)
     assert "coral: the Edge TPU runs .tflite files only" in " ".join(import_model(req).warnings)
-    strict = RuntimeConfig(accelerator="npu", strict=True, onnx_providers=["FooExecutionProvider"])
+    strict = NpuRuntime(strict=True, onnx_providers=["FooExecutionProvider"])
     req = ImportRequest(WAVEFORM / "model.onnx", "s", tmp_path, runtime=strict, rate_hz=1000)
     with pytest.raises(ImportProblems) as caught:
         import_model(req)
@@ -191,7 +191,7 @@ def test_an_operator_the_edge_tpu_lacks_is_named() -> None:
 
     info = inspect_model(FLOAT_TFLITE_WITH_NAN)  # its broken head divides: DIV
     assert "DIV" in info.ops and "DELEGATE" not in info.ops  # the file's own operators
-    found = accelerator_findings(info, RuntimeConfig(accelerator="coral"))
+    found = accelerator_findings(info, CoralRuntime())
     assert "coral: operator(s) the Edge TPU cannot run: DIV" in found
     assert any("int8 models only" in f for f in found)
-    assert accelerator_findings(info, RuntimeConfig(accelerator="cpu")) == []
+    assert accelerator_findings(info, CpuRuntime()) == []
