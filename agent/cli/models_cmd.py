@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DIR = Path("models")
-
 
 def register(sub: Any) -> None:
     """Add the `models` command and its sub-commands."""
@@ -20,11 +18,11 @@ def register(sub: Any) -> None:
     p = cmds.add_parser("list", help="list the models and their active versions")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--config", type=Path, help="agent config (its models_dir and state_dir)")
-    where.add_argument("--dir", type=Path, help=f"models directory (default {DEFAULT_DIR})")
+    where.add_argument("--dir", type=Path, help="models directory (default: the shipped models)")
     p.set_defaults(handler=_list)
 
     p = cmds.add_parser("verify", help="check sha256, load every file, run the golden vectors")
-    p.add_argument("dir", nargs="?", type=Path, default=DEFAULT_DIR, help="models dir or folder")
+    p.add_argument("dir", nargs="?", type=Path, help="models dir or folder (default: the shipped)")
     p.add_argument("--edgetpu-library", default="libedgetpu.so.1", help="to run edgetpu files")
     p.set_defaults(handler=_verify)
 
@@ -62,8 +60,10 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from agent.runtime.shipped import shipped_models_dir
     from agent.runtime.verify import verify_path
 
+    args.dir = args.dir or shipped_models_dir()
     if not args.dir.exists():
         print(f"error: {args.dir}: no such directory", file=sys.stderr)
         return 1
@@ -131,10 +131,11 @@ def _spec_row(role: str, index: int, spec: Any) -> tuple[object, ...]:
 
 
 def _store(config: Path | None, directory: Path | None) -> Any:
+    from agent.runtime.shipped import shipped_models_dir
     from agent.runtime.store import ModelStore
 
     if config is None:
-        return ModelStore(directory or DEFAULT_DIR, None)
+        return ModelStore(directory or shipped_models_dir(), None)
     from agent.config import load_config
 
     cfg = load_config(config, check_files=False)

@@ -31,6 +31,13 @@ def _file_present(path: Path, info: ValidationInfo) -> Path:
     return path
 
 
+def _shipped_models_dir() -> Path:
+    # Imported when first needed: the agent.runtime package imports this module.
+    from agent.runtime.shipped import shipped_models_dir
+
+    return shipped_models_dir()
+
+
 RequiredFile = Annotated[Path, AfterValidator(_file_present)]
 """A path to a file read at start; checked to exist when validated with CHECK_FILES."""
 
@@ -337,7 +344,10 @@ class AgentConfig(Section):
     state_dir: Path = Field(
         default=Path("/var/lib/edge-agent"), description="Outbox, OTA slots, seq"
     )
-    models_dir: Path = Field(default=Path("models"), description="Shipped models, one folder each")
+    models_dir: Path = Field(
+        default_factory=_shipped_models_dir,
+        description="Models, one folder each; the package's shipped (read-only) ones when omitted",
+    )
 
     # A field validator (not a model one) so the error points at `plugins`, not at the root.
     @field_validator("plugins")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from agent.config.sections import AgentConfig
@@ -14,7 +15,7 @@ TEMPLATE = """\
 # ExecStart pointing at the installed console script and the chosen config.
 [Unit]
 Description=edge-agent on-device inference agent
-Documentation=https://example.invalid/edge-agent
+Documentation={docs}
 Wants=network-online.target
 After=network-online.target
 
@@ -69,17 +70,32 @@ def render_unit(
     *,
     exec_path: str = DEFAULT_EXEC,
     config_path: Path = DEFAULT_CONFIG,
+    credentials: Sequence[tuple[str, Path]] = (),
 ) -> str:
-    """The unit text for this config: CAP_SYS_NICE only when a plugin wants real-time priority."""
+    """The unit text for this config: CAP_SYS_NICE only when a plugin wants real-time priority,
+    one LoadCredential= per (name, source file) the config reads from $CREDENTIALS_DIRECTORY."""
     plugins = config.plugins if config is not None else []
     caps = "CAP_SYS_NICE" if any(p.realtime_priority for p in plugins) else ""
-    credentials = [
-        "LoadCredential=mqtt-password:/etc/edge-agent/credentials/mqtt-password",
-        "LoadCredential=ota-public.pem:/etc/edge-agent/credentials/ota-public.pem",
-    ]
+    # The docs install beside the code (data files of the wheel): <venv>/share/doc/edge-agent.
+    docs = Path(exec_path).parent.parent / "share" / "doc" / "edge-agent"
     return TEMPLATE.format(
         exec_path=exec_path,
         config_path=config_path,
         caps=caps,
-        credentials="".join(line + "\n" for line in credentials),
+        docs=f"file:{docs / 'deploy.md'} file:{docs / 'mqtt.md'}",
+        credentials="".join(f"LoadCredential={name}:{src}\n" for name, src in credentials),
     )
+
+
+def hidden_paths(unit: str) -> dict[Path, str]:
+    """Folders the unit's hardening hides from the service, each with the directive that does."""
+    hidden: dict[Path, str] = {}
+    for line in unit.splitlines():
+        key, _, value = line.partition("=")
+        if key == "ProtectHome" and value in ("yes", "tmpfs"):
+            hidden |= dict.fromkeys(map(Path, ("/home", "/root", "/run/user")), line)
+        elif key == "PrivateTmp" and value == "yes":
+            hidden |= dict.fromkeys(map(Path, ("/tmp", "/var/tmp")), line)
+        elif key == "InaccessiblePaths":
+            hidden |= {Path(v.lstrip("-")): line for v in value.split()}
+    return hidden

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig, ConfigError, format_config, load_config
+from agent.runtime.shipped import shipped_models_dir
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,7 +24,7 @@ def test_no_file_gives_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.chdir(tmp_path)
     cfg = load_config(None, env={})
     assert cfg.mqtt == AgentConfig().mqtt
-    assert cfg.models_dir == tmp_path / "models"
+    assert cfg.models_dir == shipped_models_dir()
 
 
 def test_file_values_override_defaults(write_toml: Write) -> None:
@@ -47,7 +48,7 @@ def test_relative_paths_resolve_against_the_files_folder(
     monkeypatch.chdir("/")
     cfg = load_config(path, env={}, check_files=False)
     assert cfg.state_dir == tmp_path.parent / "state"
-    assert cfg.models_dir == tmp_path / "models"  # a relative default, anchored the same way
+    assert cfg.models_dir == shipped_models_dir()  # omitted: the package's own models
     assert cfg.mqtt.tls is not None and cfg.mqtt.tls.ca_file == tmp_path / "secrets" / "ca.pem"
     assert cfg.mqtt.password_file == tmp_path / "secrets" / "pw"
     assert cfg.ota.trusted_keys == [tmp_path / "ota.pem", Path("/abs/not/checked.pem")]
