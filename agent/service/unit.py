@@ -23,8 +23,9 @@ After=network-online.target
 Type=notify
 NotifyAccess=main
 ExecStart={exec_path} run --config {config_path}
-# `systemctl reload`: re-read the config file; a bad one is logged and changes nothing.
-ExecReload=/bin/kill -HUP $MAINPID
+# `systemctl reload`: re-read the config file; a bad one is logged and changes nothing. The
+# shell's own kill: /bin/kill comes with procps, which a minimal image does not have.
+ExecReload=/bin/sh -c "kill -HUP ${{MAINPID}}"
 # The agent pings only while every loop ticks: a stuck loop gets the process restarted.
 WatchdogSec=10s
 Restart=on-failure
