@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ def _install(args: argparse.Namespace) -> int:
     for line in plan.notes:
         print(line)
     if args.dry_run:
-        for command in plan.code.commands:
+        for command in plan.code.commands():
             print("would run:", " ".join(command))
         print(f"# {args.prefix / 'etc/edge-agent/agent.toml'}\n{plan.config_text}")
         print(f"# {args.prefix / 'etc/systemd/system/edge-agent.service'}\n{plan.unit_text}")
@@ -79,7 +80,7 @@ def _install(args: argparse.Namespace) -> int:
     try:
         for line in write_install(plan, args.prefix):
             print(line)
-    except OSError as exc:
+    except (OSError, subprocess.CalledProcessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for name, src in plan.credentials:

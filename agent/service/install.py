@@ -25,7 +25,15 @@ from pydantic import BaseModel
 from agent.config import AgentConfig, format_config, load_config
 from agent.runtime.shipped import board_file, shipped_models_dir
 from agent.service.unit import hidden_paths, render_unit
-from agent.service.venv import MARKER, CodePlan, RunningCode, constraints, hidden_by, plan_code
+from agent.service.venv import (
+    CONSTRAINTS,
+    MARKER,
+    CodePlan,
+    RunningCode,
+    constraints,
+    hidden_by,
+    plan_code,
+)
 
 ETC_DIR = Path("/etc/edge-agent")
 CONFIG_PATH = ETC_DIR / "agent.toml"
@@ -79,10 +87,17 @@ def plan_install(
     )
     plan = Install(source, render_config(cfg, source, running.version), unit, code, credentials)
     plan.notes = [code.note, *notes]
+    # The shipped models move with the code (a new venv in /opt), so they are no concern here.
+    shipped = cfg.models_dir == shipped_models_dir()
     plan.warnings = [
         f"{key} = {value}: hidden from the service by {why}"
         for key, value in config_paths(cfg)
-        if (why := hidden_by(value, hidden))
+        if (why := hidden_by(value, hidden)) and not (shipped and key == "models_dir")
+    ]
+    plan.warnings += [
+        f"{key} = {value}: the service's dynamic user cannot read it (mode {mode:04o})"
+        for key, value in config_paths(cfg)
+        if value.is_file() and not (mode := value.stat().st_mode & 0o7777) & 0o004
     ]
     if check_files:
         _check_credentials(credentials, root)
@@ -114,7 +129,8 @@ def render_config(cfg: AgentConfig, source: str, version: str) -> str:
     lines = format_config(cfg).splitlines()
     if cfg.models_dir == shipped_models_dir():
         # Left out so it follows the package (a new venv, a new Python) instead of one path.
-        lines = [line for line in lines if not line.startswith("models_dir = ")]
+        top = next((i for i, line in enumerate(lines) if line.startswith("[")), len(lines))
+        lines = [x for i, x in enumerate(lines) if i >= top or not x.startswith("models_dir = ")]
     body = "\n".join(lines) + "\n"
     header = (
         f"# Written by `edge-agent service install` (edge-agent {version}) from {source}.\n"
@@ -142,13 +158,15 @@ def config_paths(value: Any, key: str = "") -> Iterator[tuple[str, Path]]:
 def write_install(plan: Install, root: Path = Path("/")) -> list[str]:
     """Carry out the plan; returns one line per file or command, saying what happened."""
     done = []
-    if plan.code.creates and not (plan.code.venv / MARKER).is_file():
-        make_venv, install_agent = plan.code.commands
-        subprocess.run(make_venv, check=True)
-        (plan.code.venv / "constraints.txt").write_text(constraints())
-        subprocess.run(install_agent, check=True)
-        (plan.code.venv / MARKER).write_text("made by `edge-agent service install`\n")
-        done.append(f"made {plan.code.venv}")
+    code = plan.code
+    if code.make_with is not None:
+        subprocess.run(code.commands()[0], check=True)
+        (code.venv / MARKER).write_text("made by `edge-agent service install`\n")
+        done.append(f"made {code.venv}")
+    if code.install is not None:
+        (code.venv / CONSTRAINTS).write_text(constraints())
+        subprocess.run(code.commands()[-1], check=True)
+        done.append(f"installed {code.install} into {code.venv}")
     done.append(_write_config(root / CONFIG_PATH.relative_to("/"), plan.config_text))
     done.append(_write_plain(root / UNIT_PATH.relative_to("/"), plan.unit_text))
     return done

@@ -20,6 +20,8 @@ VENV_DIR = Path("/opt/edge-agent")
 MARKER = ".edge-agent-service"
 """File in a venv that `service install` made, so `uninstall` removes only what it made."""
 DIST = "edge-agent"
+CONSTRAINTS = "constraints.txt"
+"""In a venv `service install` made: the versions it pinned, those of the venv it ran from."""
 
 
 class InstallRefused(Exception):
@@ -35,6 +37,8 @@ class RunningCode:
     version: str
     source: str | None
     editable_dir: Path | None
+    script: Path | None = None
+    """The edge-agent console script when not `prefix/bin` (Debian's pip uses /usr/local/bin)."""
 
     @classmethod
     def current(cls) -> RunningCode:
@@ -42,22 +46,33 @@ class RunningCode:
         dist = metadata.distribution(DIST)
         source, editable = _origin(dist)
         base = Path(os.path.realpath(sys.executable))
-        return cls(Path(sys.prefix), base, dist.version, source, editable)
+        scripts = [f for f in dist.files or [] if f.parent.name == "bin" and f.name == "edge-agent"]
+        script = Path(os.path.normpath(str(dist.locate_file(scripts[0])))) if scripts else None
+        return cls(Path(sys.prefix), base, dist.version, source, editable, script)
 
 
 @dataclass(frozen=True)
 class CodePlan:
-    """The console script the unit runs, and the commands that make it exist (none to reuse)."""
+    """The console script the unit runs, and what must be done first for it to exist."""
 
     exec_path: Path
     venv: Path
-    commands: list[list[str]]
     note: str
+    make_with: Path | None = None
+    """The Python that makes the venv; None when it exists (reused, or made before)."""
+    install: str | None = None
+    """What pip installs there (a wheel, a source folder, `edge-agent==V`); None: nothing."""
 
-    @property
-    def creates(self) -> bool:
-        """Whether a new venv is made (and `uninstall` may remove it)."""
-        return bool(self.commands)
+    def commands(self) -> list[list[str]]:
+        """The commands `write_install` runs, in order."""
+        out = []
+        if self.make_with is not None:
+            out.append([str(self.make_with), "-m", "venv", str(self.venv)])
+        if self.install is not None:
+            pins = str(self.venv / CONSTRAINTS)
+            pip = [str(self.venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+            out.append([*pip, "-c", pins, self.install])
+        return out
 
 
 def plan_code(
@@ -72,32 +87,45 @@ def plan_code(
         (what, path, why)
         for what, path in (
             ("the running venv", running.prefix),
+            ("the edge-agent script", running.script),
             ("its Python", running.base_python),
             ("the editable checkout", running.editable_dir),
         )
         if path is not None and (why := hidden_by(path, hidden))
     ]
     if not blocked:
-        script = running.prefix / "bin" / "edge-agent"
-        return CodePlan(script, running.prefix, [], f"code: reusing {running.prefix}")
+        script = running.script or running.prefix / "bin" / "edge-agent"
+        return CodePlan(script, running.prefix, f"code: reusing {running.prefix} ({script})")
     what, path, why = blocked[0]
     reason = f"{what} {path} is hidden from the service ({why})"
-    python = _visible_python(running, hidden, system_python)
-    if python is None:
+    target = root / VENV_DIR.relative_to("/")
+    exec_path = VENV_DIR / "bin" / "edge-agent"
+    made = (target / MARKER).is_file()
+    if target.exists() and not made:
+        raise InstallRefused(
+            f"{reason}, and {VENV_DIR} exists but was not made by `service install`: "
+            f"run {exec_path} service install, or move that folder away"
+        )
+    if made and _version_in(target) == running.version:
+        note = f"code: {reason}; {VENV_DIR} already holds edge-agent {running.version}"
+        return CodePlan(exec_path, target, note)
+    python = None if made else _visible_python(running, hidden, system_python)
+    if python is None and not made:
         raise InstallRefused(
             f"{reason}, and no Python outside {', '.join(map(str, hidden))} can make "
             f"{VENV_DIR}: install one (apt-get install python3-venv) or install edge-agent "
             f"into a venv under /opt and run its edge-agent"
         )
     source = running.source or f"{DIST}=={running.version}"
-    target = root / VENV_DIR.relative_to("/")
-    pins = target / "constraints.txt"
-    commands = [
-        [str(python), "-m", "venv", str(target)],
-        [str(target / "bin/python"), "-m", "pip", "install", "-q", "-c", str(pins), source],
-    ]
-    note = f"code: {reason}; making {VENV_DIR} with {python} from {source}"
-    return CodePlan(VENV_DIR / "bin" / "edge-agent", target, commands, note)
+    how = f"installing into {VENV_DIR}" if made else f"making {VENV_DIR} with {python}"
+    return CodePlan(exec_path, target, f"code: {reason}; {how} from {source}", python, source)
+
+
+def _version_in(venv: Path) -> str | None:
+    """The edge-agent version installed in `venv`, None when there is none."""
+    for info in venv.glob("lib/python3*/site-packages/edge_agent-*.dist-info"):
+        return info.name.removeprefix("edge_agent-").removesuffix(".dist-info")
+    return None
 
 
 def constraints() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ OPT = RunningCode(
     source=None,
     editable_dir=None,
 )
+HIDDEN = {Path("/home"): "ProtectHome=yes", Path("/root"): "ProtectHome=yes"}
 
 
 def _install(root: Path, **kwargs: object) -> list[str]:
@@ -168,6 +170,20 @@ def test_paths_the_hardening_hides_are_warned_about(tmp_path: Path) -> None:
     assert plan_install(board="generic-x86", root=tmp_path, running=OPT).warnings == []
 
 
+def test_files_the_dynamic_user_cannot_read_are_warned_about(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("ca")
+    ca.chmod(0o600)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[mqtt.tls]\nca_file = "{ca}"\n')
+    plan = plan_install(config=config, root=tmp_path / "root", running=OPT)
+    assert plan.warnings[-1] == (
+        f"mqtt.tls.ca_file = {ca}: the service's dynamic user cannot read it (mode 0600)"
+    )
+    ca.chmod(0o644)
+    assert not any("cannot read" in w for w in plan_install(config=config, running=OPT).warnings)
+
+
 def test_a_hidden_venv_is_replaced_by_one_in_opt(tmp_path: Path) -> None:
     home = RunningCode(
         prefix=Path("/home/me/.venv"),
@@ -176,11 +192,32 @@ def test_a_hidden_venv_is_replaced_by_one_in_opt(tmp_path: Path) -> None:
         source="/home/me/dist/edge_agent-0.1.0-py3-none-any.whl",
         editable_dir=None,
     )
-    plan = plan_install(board="generic-x86", root=tmp_path, running=home).code
-    assert plan.creates and plan.exec_path == Path("/opt/edge-agent/bin/edge-agent")
-    assert plan.commands[0][1:] == ["-m", "venv", str(tmp_path / "opt/edge-agent")]
-    assert plan.commands[1][-1] == home.source
+    install = plan_install(board="generic-x86", root=tmp_path, running=home)
+    assert install.warnings == []  # the shipped models move with the code
+    plan = install.code
+    assert plan.exec_path == Path("/opt/edge-agent/bin/edge-agent")
+    make, pip = plan.commands()
+    assert make[1:] == ["-m", "venv", str(tmp_path / "opt/edge-agent")]
+    assert pip[-3:] == ["-c", str(tmp_path / "opt/edge-agent/constraints.txt"), home.source]
     assert "the running venv /home/me/.venv is hidden from the service" in plan.note
+
+    # Made before (the marker): the same version is left alone, another one is installed.
+    venv = tmp_path / "opt/edge-agent"
+    (venv / "lib/python3.11/site-packages/edge_agent-0.1.0.dist-info").mkdir(parents=True)
+    (venv / MARKER).write_text("made")
+    again = plan_code(home, HIDDEN, root=tmp_path)
+    assert again.commands() == [] and "already holds edge-agent 0.1.0" in again.note
+    newer = replace(home, version="0.2.0", source=None)
+    upgrade = plan_code(newer, HIDDEN, root=tmp_path)
+    assert [c[-1] for c in upgrade.commands()] == ["edge-agent==0.2.0"]
+
+
+def test_a_venv_in_opt_it_did_not_make_is_a_refusal(tmp_path: Path) -> None:
+    home = replace(OPT, prefix=Path("/home/me/.venv"))
+    (tmp_path / "opt/edge-agent").mkdir(parents=True)
+    with pytest.raises(InstallRefused) as info:
+        plan_code(home, HIDDEN, root=tmp_path)
+    assert "/opt/edge-agent exists but was not made by `service install`" in str(info.value)
 
 
 def test_no_visible_python_is_a_refusal_that_says_why(tmp_path: Path) -> None:
@@ -202,7 +239,7 @@ def test_no_visible_python_is_a_refusal_that_says_why(tmp_path: Path) -> None:
 def test_an_editable_checkout_in_home_cannot_be_reused(tmp_path: Path) -> None:
     dev = RunningCode(Path("/opt/venv"), Path("/usr/bin/python3"), "0.1.0", None, Path("/home/a"))
     plan = plan_install(board="generic-x86", root=tmp_path, running=dev).code
-    assert plan.creates and "the editable checkout /home/a is hidden" in plan.note
+    assert plan.make_with is not None and "the editable checkout /home/a is hidden" in plan.note
 
 
 def test_unknown_board_names_the_known_ones(tmp_path: Path) -> None:
