@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
 from nspawn_kit import (
     PIP_CACHE_INSIDE,
     Container,
@@ -32,6 +31,11 @@ from nspawn_kit import (
 from service_kit import CONFIG, MQTT_USER, Service, toml_dumps
 
 from sim.broker import Broker, free_port
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 FAULT_PLUGIN = Path(__file__).resolve().parent / "fault_plugin"
