@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow soak fleet lint train bench mosquitto faketime
+.PHONY: demo test test-slow soak fleet lint train bench mosquitto faketime systemd-tools systemd-test
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,6 +31,13 @@ faketime:
 	  (apt-get update -qq && apt-get install -y -qq faketime) >/dev/null || \
 	  sudo sh -c 'apt-get update -qq && apt-get install -y -qq faketime' >/dev/null; }
 
+# A container with systemd as PID 1 (systemd-nspawn) and a Debian root made by debootstrap.
+systemd-tools:
+	@command -v systemd-nspawn >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 || { \
+	  echo "installing systemd-container and debootstrap (apt)"; \
+	  (apt-get update -qq && apt-get install -y -qq systemd-container debootstrap) >/dev/null || \
+	  sudo sh -c 'apt-get update -qq && apt-get install -y -qq systemd-container debootstrap' >/dev/null; }
+
 demo: $(STAMP)
 	$(VENV)/bin/edge-agent run --config firmware-configs/generic-x86.toml
 
@@ -43,6 +50,11 @@ test-slow: $(STAMP) mosquitto
 # -s: each soak and fault test prints the figures it measured.
 soak: $(STAMP) mosquitto faketime
 	$(PY) -m pytest -q -s -m soak
+
+# Root only: boots a container (root cached in $$EDGE_AGENT_TEST_CACHE, default
+# /var/cache/edge-agent-test) and drives the installed service; -s prints each test's figures.
+systemd-test: $(STAMP) mosquitto systemd-tools
+	$(PY) -m pytest -q -s -m systemd tests/systemd
 
 fleet: $(STAMP) mosquitto
 	$(PY) -m pytest -q -m fleet

@@ -23,8 +23,9 @@ After=network-online.target
 Type=notify
 NotifyAccess=main
 ExecStart={exec_path} run --config {config_path}
-# `systemctl reload`: re-read the config file; a bad one is logged and changes nothing.
-ExecReload=/bin/kill -HUP $MAINPID
+# `systemctl reload`: re-read the config file; a bad one is logged and changes nothing. The
+# shell's own kill: /bin/kill comes with procps, which a minimal image does not have.
+ExecReload=/bin/sh -c "kill -HUP ${{MAINPID}}"
 # The agent pings only while every loop ticks: a stuck loop gets the process restarted.
 WatchdogSec=10s
 Restart=on-failure
@@ -38,7 +39,21 @@ ConfigurationDirectory=edge-agent
 ProtectSystem=strict
 ProtectHome=yes
 PrivateTmp=yes
-PrivateDevices=no
+PrivateMounts=yes
+# Other processes are invisible in /proc; the agent reads only /proc/self.
+ProtectProc=invisible
+# /dev holds the pseudo devices only, plus the accelerator nodes a board has ("-": skipped where
+# missing): Coral PCIe (apex) and USB, the i.MX 8M Plus NPU (galcore), Jetson's GPU (nvhost,
+# nvmap). HAL devices come through the simulator or MQTT, never through /dev.
+PrivateDevices=yes
+BindPaths=-/dev/apex_0 -/dev/bus/usb -/dev/galcore -/dev/nvmap -/dev/nvhost-ctrl-gpu
+BindPaths=-/dev/nvhost-gpu -/dev/nvhost-as-gpu -/dev/nvhost-prof-gpu -/dev/nvgpu
+DeviceAllow=char-apex rw
+DeviceAllow=char-usb_device rw
+DeviceAllow=char-galcore rw
+DeviceAllow=char-nvhost* rw
+DeviceAllow=char-nvmap rw
+DeviceAllow=char-nvgpu* rw
 NoNewPrivileges=yes
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
@@ -54,6 +69,9 @@ MemoryDenyWriteExecute=no
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
+SystemCallFilter=~@privileged
+# A library probing a call outside the filter gets EPERM, instead of the agent dying of SIGSYS.
+SystemCallErrorNumber=EPERM
 # Empty capability set; `service install` adds CAP_SYS_NICE only when a plugin asks for
 # realtime_priority in the config.
 CapabilityBoundingSet={caps}

@@ -24,7 +24,7 @@ def test_required_directives_present() -> None:
     text = UNIT.read_text()
     for directive in (
         "Type=notify",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        'ExecReload=/bin/sh -c "kill -HUP ${MAINPID}"',
         "WatchdogSec=",
         "Restart=on-failure",
         "DynamicUser=yes",
