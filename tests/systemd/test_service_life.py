@@ -434,7 +434,7 @@ def test_an_ota_model_survives_a_reboot(
 
 
 def _shipped_model(name: str) -> Path:
-    from agent.runtime.shipped import shipped_models_dir
+    from agent.shipped import shipped_models_dir
 
     return shipped_models_dir() / name
 
