@@ -15,6 +15,7 @@ from typing import Any
 
 from agent.config.sections import RuntimeConfig
 from agent.runtime.base import Model
+from sim.compare import compare, f1_of_counts
 from sim.energy.metrics import Score, score_alarms
 from sim.energy.world import REALISTIC_FAULT_RATE_PER_H, HouseholdPower, make_world
 from sim.harness import run_lockstep
@@ -96,20 +97,26 @@ def evaluate(
     """
     if episodes is None:
         episodes = QUICK_EPISODES if quick else DEFAULT_EPISODES
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1 (got {episodes})")
     folder = (models_dir or REPO / "models") / MODEL_NAME
     hours = QUICK_HOURS if quick else EPISODE_HOURS
     rate = QUICK_FAULT_RATE_PER_H if quick else REALISTIC_FAULT_RATE_PER_H
     results: dict[str, float] = {}
     extra: dict[str, Any] = {}
     first_alarms: dict[str, list[float]] = {}
+    scores: dict[str, list[Score]] = {}
+    seeds = [seed + k for k in range(episodes)]
     for name, (factory, params) in _variants(folder).items():
         model = factory()
         total = Score()
+        scores[name] = []
         try:
             for k in range(episodes):
                 score, alarms, _ = run_episode(
                     seed + k, hours=hours, model=model, params=params, fault_rate_per_h=rate
                 )
+                scores[name].append(score)
                 total += score
                 if k == 0:
                     first_alarms[name] = alarms
@@ -118,6 +125,7 @@ def evaluate(
                 model.close()
         results[name] = round(total.f1, 4)
         extra[name] = total.summary()
+    extra["per_episode"] = {n: [round(s.f1, 4) for s in eps] for n, eps in scores.items()}
     if plot_dir is not None:
         from sim.energy.plot import plot_evaluation
 
@@ -128,6 +136,20 @@ def evaluate(
         "metric": "f1",
         "higher_is_better": True,
         "results": results,
+        # F1 pools the alarm counts of the episodes, so the bootstrap resamples the counts.
+        "compare": compare(
+            {
+                n: f1_of_counts(
+                    [s.detected for s in eps],
+                    [s.false_alarms for s in eps],
+                    [s.faults for s in eps],
+                )
+                for n, eps in scores.items()
+            },
+            {n: seeds for n in scores},
+            metric="f1",
+            higher_is_better=True,
+        ),
         "episodes": episodes,
         "seed": seed,
         "hours_per_episode": hours,

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from agent.runtime.base import Model
+from sim.compare import compare, mean_of
 from sim.harness import run_lockstep
 from sim.robot.controllers import expert_model, naive_model
 from sim.robot.geometry import Layout
@@ -154,6 +155,8 @@ def evaluate(
     quick: bool = False,
 ) -> dict[str, Any]:
     """Success rate of every variant over the same `episodes` held-out episodes from `seed`."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1 (got {episodes})")
     if quick:
         episodes = min(episodes, 2)
     seeds = range(seed, seed + episodes)
@@ -176,6 +179,7 @@ def evaluate(
     extra["student_over_expert"] = _ratio(results["int8_tflite"], results["expert"])
     extra["int8_tflite_over_float"] = _ratio(results["int8_tflite"], results["float"])
     extra["int8_onnx_over_float"] = _ratio(results["int8_onnx"], results["float"])
+    extra["per_episode"] = {n: [int(e.success) for e in eps] for n, eps in by_variant.items()}
     if plot_dir is not None:
         from sim.robot.plot import plot_evaluation
 
@@ -185,6 +189,12 @@ def evaluate(
         "metric": "success_rate",
         "higher_is_better": True,
         "results": results,
+        "compare": compare(
+            {n: mean_of([e.success for e in eps]) for n, eps in by_variant.items()},
+            {n: [e.seed for e in eps] for n, eps in by_variant.items()},
+            metric="success_rate",
+            higher_is_better=True,
+        ),
         "episodes": episodes,
         "seed": seed,
         "extra": extra,

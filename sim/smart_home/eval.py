@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from agent.runtime.base import Model
+from sim.compare import compare, mean_of
 from sim.harness import run_lockstep
 from sim.smart_home.house import N_ROOMS, ROOMS
 from sim.smart_home.world import HouseSim
@@ -31,6 +32,7 @@ MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 EVAL_SEED = 10_000
 RATE_HZ = 10.0
 VARIANTS = ("baseline", "float", "int8_tflite", "int8_onnx")
+METRIC = "comfort_violation_kh_per_day"
 
 
 def evaluate(
@@ -39,8 +41,11 @@ def evaluate(
     """Run every variant over `episodes` seeded houses (one day each; two hours if `quick`)."""
     if seed < EVAL_SEED:
         raise ValueError(f"evaluation seeds start at {EVAL_SEED} (lower ones are for training)")
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1 (got {episodes})")
     days = 2.0 / 24.0 if quick else 1.0
     per_variant: dict[str, list[dict[str, float]]] = {}
+    seeds: dict[str, list[int]] = {}
     traces: dict[str, dict[str, np.ndarray]] = {}
     for variant in VARIANTS:
         model = _load(variant)
@@ -53,6 +58,7 @@ def evaluate(
                 if trace is not None:
                     traces[variant] = trace
             per_variant[variant] = runs
+            seeds[variant] = [seed + e for e in range(episodes)]
         finally:
             if model is not None:
                 model.close()
@@ -62,9 +68,15 @@ def evaluate(
     }
     result: dict[str, Any] = {
         "domain": "smart_home",
-        "metric": "comfort_violation_kh_per_day",
+        "metric": METRIC,
         "higher_is_better": False,
         "results": {v: round(m["comfort_violation_kh_per_day"], 4) for v, m in means.items()},
+        "compare": compare(
+            {v: mean_of([r[METRIC] for r in runs]) for v, runs in per_variant.items()},
+            seeds,
+            metric=METRIC,
+            higher_is_better=False,
+        ),
         "episodes": episodes,
         "seed": seed,
         "extra": {
@@ -76,6 +88,9 @@ def evaluate(
             "events_per_day": {v: round(m["events_per_day"], 1) for v, m in means.items()},
             "int8_tflite_vs_float": _rel(means, "int8_tflite"),
             "int8_onnx_vs_float": _rel(means, "int8_onnx"),
+            "per_episode": {
+                v: [round(r[METRIC], 4) for r in runs] for v, runs in per_variant.items()
+            },
         },
     }
     if plot_dir is not None:
@@ -180,14 +195,17 @@ def plot(traces: dict[str, dict[str, np.ndarray]], out_dir: Path) -> list[str]:
     for variant, tr in traces.items():
         fig, axes = plt.subplots(N_ROOMS, 1, figsize=(11, 9), sharex=True)
         hours = tr["hours"]
+        # The axis spans every line drawn: a winter night outdoors is far below the 14 C floor.
+        lo = min(14.0, float(np.floor(tr["outdoor"].min())) - 1.0)
+        hi = max(30.0, float(np.ceil(tr["outdoor"].max())) + 1.0)
         for r, ax in enumerate(axes):
             ax.axhspan(20.0, 24.0, color="tab:green", alpha=0.12, label="comfort band")
             occ = tr["occupied"][:, r] > 0.5
-            ax.fill_between(hours, 14, 30, where=occ, color="tab:blue", alpha=0.1, label="occupied")
+            ax.fill_between(hours, lo, hi, where=occ, color="tab:blue", alpha=0.1, label="occupied")
             ax.plot(hours, tr["temp"][:, r], color="tab:red", lw=1.2, label="room")
             ax.plot(hours, tr["heat_sp"][:, r], color="tab:orange", lw=0.8, ls="--", label="heat")
             ax.plot(hours, tr["outdoor"], color="grey", lw=0.8, label="outdoor")
-            ax.set_ylim(14, 30)
+            ax.set_ylim(lo, hi)
             ax.set_ylabel(f"{ROOMS[r]} (C)")
         axes[0].legend(loc="upper right", fontsize=7, ncol=5)
         axes[0].set_title(f"smart_home {variant}: room temperatures, comfort band, occupancy")
