@@ -54,7 +54,7 @@ def connect_operator(
     on_connect: Callable[[Any], None] | None = None,
     on_message: Callable[[Any, Any, Any], None] | None = None,
     max_inflight: int | None = None,
-    timeout: float = 10.0,
+    timeout: float = 20.0,
 ) -> Any:
     """A connected paho client with its network loop running.
 
@@ -103,26 +103,34 @@ def _attempt(
             certfile=str(broker.cert_file) if broker.cert_file else None,
             keyfile=str(broker.key_file) if broker.key_file else None,
         )
+    client.reconnect_delay_set(0.2, 2)  # type: ignore[arg-type]
     if max_inflight is not None:
         client.max_inflight_messages_set(max_inflight)
     outcome = _Outcome()
 
+    def give_up_on_5(c: Any) -> None:
+        # A broker that will not speak MQTT 5 says so at once (NATS refuses, RabbitMQ hangs
+        # up): stop paho retrying it and let the caller fall back. A 3.1.1 failure is retried
+        # until the timeout: a cluster electing a new JetStream leader refuses for a few s.
+        if v5:
+            c.disconnect()
+            outcome.done.set()
+
     def connected(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
             outcome.reason = f"refused: {reason}"
-            c.disconnect()  # stop paho retrying a protocol the broker does not speak
-        else:
-            outcome.ok = True
-            if on_connect is not None:
-                on_connect(c)
+            give_up_on_5(c)
+            return
+        outcome.ok = True
+        if on_connect is not None:
+            on_connect(c)
         outcome.done.set()
 
     def disconnected(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if not outcome.ok:
-            if outcome.reason == "no answer":
+            if not outcome.reason.startswith("refused"):
                 outcome.reason = f"closed before CONNACK: {reason}"
-            c.disconnect()
-            outcome.done.set()
+            give_up_on_5(c)
 
     client.on_connect = connected
     client.on_disconnect = disconnected
