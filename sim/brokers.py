@@ -82,11 +82,11 @@ class NatsNode:
         if self.routes:
             # R3 streams: sessions and retained messages survive one node's loss (left to
             # itself the gateway took the replica count from the nodes it saw first: 2).
-            # Consumers (one per QoS 1 subscription) stay R1 in memory: R3 consumer creation
-            # timed out under load on a 2-core machine, and agents then could not subscribe.
+            # Consumers (one per QoS 1 subscription) R3 in memory: with R1 a subscriber whose
+            # consumer sat on the killed node silently received nothing more.
             lines[-1] = (
                 f"mqtt {{ listen: {self.host}:{self.port}, stream_replicas: 3, "
-                "consumer_replicas: 1, consumer_memory_storage: true }"
+                "consumer_replicas: 3, consumer_memory_storage: true }"
             )
         if self.routes:
             routes = ", ".join(f"nats-route://{self.host}:{p}" for p in self.routes)
