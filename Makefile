@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow soak fleet lint train bench mosquitto faketime systemd-tools systemd-test
+.PHONY: demo test test-slow soak fleet brokers lint train bench mosquitto faketime systemd-tools systemd-test
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -58,6 +58,11 @@ systemd-test: $(STAMP) mosquitto systemd-tools
 
 fleet: $(STAMP) mosquitto
 	$(PY) -m pytest -q -m fleet
+
+# The broker matrix on NATS and RabbitMQ (private nodes on loopback ports; both installed from
+# Debian) and the three-node NATS cluster failover test; -s prints the failover figures.
+brokers: $(STAMP) mosquitto
+	$(PY) -m pytest -q -s -m brokers tests/brokers
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "agent.cli.bench_cmd",
     "agent.cli.sim_cmd",
     "agent.cli.ota_cmd",
+    "agent.cli.fleet_cmd",
     "agent.cli.service_cmd",
 )
 

@@ -57,6 +57,10 @@ def register(sub: Any) -> None:
     pub.add_argument("--ca", type=Path, default=None, help="CA file: connect with TLS")
     pub.add_argument("--cert", type=Path, default=None, help="client certificate (mutual TLS)")
     pub.add_argument("--key", type=Path, default=None, help="client key (mutual TLS)")
+    pub.add_argument(
+        "--protocol", choices=("auto", "5", "3.1.1"), default="auto",
+        help="MQTT version; auto tries 5, then 3.1.1 (NATS, RabbitMQ)",
+    )  # fmt: skip
     pub.add_argument("--json", action="store_true", help="print only the final JSON result")
     pub.set_defaults(handler=_publish)
 
@@ -122,6 +126,7 @@ def _broker(args: argparse.Namespace) -> Any:
         ca_file=args.ca,
         cert_file=args.cert,
         key_file=args.key,
+        protocol=args.protocol,
     )
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 # The runtime and HAL sections live in their own modules; re-exported so every section is
 # still imported from here.
@@ -64,12 +64,37 @@ class TlsConfig(Section):
         return self
 
 
+def split_address(address: str) -> tuple[str, int]:
+    """(host, port) of `HOST:PORT` (`[v6]:PORT` too); ValueError saying what is wrong."""
+    host, sep, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or any(c.isspace() or c in "/[]" for c in host):
+        raise ValueError("must be HOST:PORT")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("port must be a number from 1 to 65535")
+    return host, int(port)
+
+
+def _check_address(address: str) -> str:
+    split_address(address)
+    return address
+
+
+BrokerAddress = Annotated[str, AfterValidator(_check_address)]
+"""One broker as HOST:PORT."""
+
+
 class MqttConfig(Section):
     """Connection to the MQTT broker."""
 
     enabled: bool = Field(default=True, description="Sync over MQTT at all")
     host: str = Field(default="127.0.0.1", min_length=1, description="Broker host")
     port: int = Field(default=1883, ge=1, le=65535, description="Broker port")
+    hosts: list[BrokerAddress] | None = Field(
+        default=None,
+        min_length=1,
+        description="Brokers of a cluster as HOST:PORT, tried in order (instead of host/port)",
+    )
     protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT protocol version")
     client_id: str | None = Field(
         default=None, description="Client id; default edge-agent-<device id>"
@@ -111,6 +136,22 @@ class MqttConfig(Section):
         if self.password_file is not None and self.password_credential is not None:
             raise ValueError("give password_file or password_credential, not both")
         return self
+
+    @model_validator(mode="after")
+    def _hosts_or_host(self) -> MqttConfig:
+        # Compared with the defaults, not `model_fields_set`: the loader validates its own dump
+        # again, where every field is set.
+        fields = type(self).model_fields
+        moved = (self.host, self.port) != (fields["host"].default, fields["port"].default)
+        if self.hosts is not None and moved:
+            raise ValueError("give hosts, or host and port, not both")
+        return self
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        """The brokers to try, in order: `hosts`, else the one `host`:`port`."""
+        if self.hosts is None:
+            return [(self.host, self.port)]
+        return [split_address(a) for a in self.hosts]
 
     @model_validator(mode="after")
     def _reconnect_bounds(self) -> MqttConfig:

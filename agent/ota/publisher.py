@@ -93,6 +93,7 @@ class BrokerOptions:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
     client_id: str = field(default_factory=lambda: f"edge-ota-publisher-{time.time_ns() % 10**9}")
 
 
@@ -177,41 +178,24 @@ class Publisher:
     # --- MQTT ------------------------------------------------------------------------------
 
     def _connect(self) -> Any:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
+        from agent.transport.operator import OperatorBroker, connect_operator
 
         b = self.broker
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=b.client_id, protocol=mqtt.MQTTv5
-        )
-        if b.username is not None:
-            client.username_pw_set(b.username, b.password)
-        if b.ca_file is not None:
-            client.tls_set(
-                ca_certs=str(b.ca_file),
-                certfile=str(b.cert_file) if b.cert_file else None,
-                keyfile=str(b.key_file) if b.key_file else None,
-            )
-        client.max_inflight_messages_set(64)
-        connected = threading.Event()
         dev = self.target.device_filter()
         subs = [
             (f"{b.root}/{dev}/ota/{self.model}/request", 1),
             (f"{b.root}/{dev}/ota/{self.model}/status", 1),
         ]
-
-        def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-            if not reason.is_failure:
-                c.subscribe(subs)
-                connected.set()
-
-        client.on_connect = on_connect
-        client.on_message = self._on_message
-        client.connect(b.host, b.port, keepalive=30)
-        client.loop_start()
-        if not connected.wait(10.0):
-            client.loop_stop()
-            raise ConnectionError(f"cannot connect to the broker at {b.host}:{b.port}")
+        opts = OperatorBroker(
+            b.host, b.port, b.protocol, b.username, b.password, b.ca_file, b.cert_file, b.key_file
+        )
+        client = connect_operator(
+            opts,
+            client_id=b.client_id,
+            on_connect=lambda c: c.subscribe(subs),
+            on_message=self._on_message,
+            max_inflight=64,
+        )
         self._client = client
         return client
 

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent.backoff import Backoff
-from agent.config.sections import AgentConfig, MqttConfig
+from agent.config.sections import AgentConfig
 from agent.transport.base import InboundMessage, MessageHandler, Qos
+from agent.transport.security import read_password, tls_context
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
@@ -41,29 +42,6 @@ lived. QoS 0 is at-most-once: dropping it at the source is the contract, and it 
 def client_id_for(config: AgentConfig) -> str:
     """The configured client id, else `edge-agent-<device id>` (distinct per device)."""
     return config.mqtt.client_id or f"edge-agent-{config.device.id}"
-
-
-def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
-    """An SSL context from `mqtt.tls`, or None for plain TCP."""
-    tls = cfg.tls
-    if tls is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file))
-    if tls.cert_file is not None and tls.key_file is not None:
-        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    if not tls.verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def read_password(cfg: MqttConfig) -> str | None:
-    """The broker password from `password_file` or the systemd credential, if configured."""
-    if cfg.password_file is None and cfg.password_credential is None:
-        return None
-    from agent.config.loader import read_mqtt_password
-
-    return read_mqtt_password(cfg)
 
 
 class MqttLink:
@@ -104,6 +82,12 @@ class MqttLink:
         self._handlers: dict[str, list[tuple[MessageHandler, int]]] = {}
         self._handlers_lock = threading.Lock()
         self._client: mqtt.Client | None = None
+        self._endpoints = config.mqtt.endpoints()
+        self._at = 0
+        """Index in `_endpoints` of the broker being used or tried."""
+        self.failovers = 0
+        """Moves to another broker of `mqtt.hosts` after losing or failing to reach one."""
+        self._connect_props: Any = None
 
     @property
     def v5(self) -> bool:
@@ -112,8 +96,9 @@ class MqttLink:
 
     @property
     def broker(self) -> str:
-        """host:port of the broker."""
-        return f"{self.config.mqtt.host}:{self.config.mqtt.port}"
+        """host:port of the broker in use (or being tried)."""
+        host, port = self._endpoints[self._at]
+        return f"{host}:{port}"
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -121,19 +106,37 @@ class MqttLink:
         """Start connecting in the background (returns at once; retries until `stop`)."""
         client = self._build()
         self._client = client
-        props = None
         if self.v5:
             from paho.mqtt.packettypes import PacketTypes
             from paho.mqtt.properties import Properties
 
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = 0
-        m = self.config.mqtt
-        if self.v5:
-            client.connect_async(m.host, m.port, m.keepalive, clean_start=True, properties=props)
-        else:
-            client.connect_async(m.host, m.port, m.keepalive)
+            self._connect_props = props
+        self._at = 0
+        self._aim(client)
         client.loop_start()
+
+    def _aim(self, client: mqtt.Client) -> None:
+        """Point paho's next (re)connect at the current endpoint."""
+        host, port = self._endpoints[self._at]
+        keepalive = self.config.mqtt.keepalive
+        if self.v5:
+            client.connect_async(
+                host, port, keepalive, clean_start=True, properties=self._connect_props
+            )
+        else:
+            client.connect_async(host, port, keepalive)
+
+    def _fail_over(self, client: mqtt.Client) -> None:
+        """Aim the next attempt at the next broker of `mqtt.hosts` (a no-op with one broker)."""
+        # Called on the network thread between attempts: connect_async only records where to
+        # go; paho's loop makes the attempt after the back-off delay set beside this call.
+        if len(self._endpoints) < 2 or self._stopping:
+            return
+        self._at = (self._at + 1) % len(self._endpoints)
+        self.failovers += 1
+        self._aim(client)
 
     def stop(self, *, timeout: float = 1.0) -> None:
         """Disconnect cleanly (no last will) and end the network thread."""
@@ -314,6 +317,8 @@ class MqttLink:
         delay = self._backoff.next()
         self._set_delay(client, delay)
         self.last_error = f"cannot reach {self.broker}"
+        failed = self.broker
+        self._fail_over(client)
         self.connect_failures += 1
         # Say it once clearly, then only now and again: a dead broker must not flood the journal.
         n = self.connect_failures
@@ -321,9 +326,10 @@ class MqttLink:
         log.log(
             level,
             "MQTT broker %s unreachable (attempt %d); outputs wait in the outbox; "
-            "retrying in %.2f s",
-            self.broker,
+            "retrying %s in %.2f s",
+            failed,
             n,
+            self.broker,
             delay,
         )
 
@@ -340,6 +346,7 @@ class MqttLink:
             level = logging.INFO if self._stopping else logging.WARNING
             log.log(level, "MQTT disconnected from %s: %s", self.broker, reason)
             self._call(self.on_disconnected)
+        self._fail_over(client)
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any

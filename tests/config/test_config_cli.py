@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 GENERIC = REPO / "firmware-configs" / "generic-x86.toml"
 ERROR_LINE = re.compile(r"^\S+: .+ \(got .+\)$")
 BROKEN = (
-    'colour = 1\n[mqtt]\nhots = "x"\nport = 70000\npassword_file = "missing.txt"\n'
+    'colour = 1\n[mqtt]\nhst = "x"\nport = 70000\npassword_file = "missing.txt"\n'
     '[[plugins]]\nname = "energy"\nrate_hz = "fast"\n'
 )
 
@@ -66,7 +66,7 @@ def test_broken_file_prints_every_error(
     assert sorted(lines) == sorted(
         [
             "colour: unknown key (got 1)",
-            "mqtt.hots: unknown key (did you mean 'host'?) (got \"x\")",
+            "mqtt.hst: unknown key (did you mean 'host'?) (got \"x\")",
             "mqtt.port: Input should be less than or equal to 65535 (got 70000)",
             f'mqtt.password_file: file not found (got "{tmp_path / "missing.txt"}")',
             "plugins[energy].rate_hz: Input should be a valid number, unable to parse string as a"

@@ -123,9 +123,9 @@ def test_bad_plugin_value_names_plugin_and_variable(
 
 
 def test_unknown_key_from_env(write_toml: Write, config_errors: Errors) -> None:
-    errors = config_errors(write_toml(""), env={"EDGE_AGENT__MQTT__HOTS": "x"})
+    errors = config_errors(write_toml(""), env={"EDGE_AGENT__MQTT__HST": "x"})
     assert errors == {
-        "mqtt.hots": ("unknown key (did you mean 'host'?) (set by EDGE_AGENT__MQTT__HOTS)", "x")
+        "mqtt.hst": ("unknown key (did you mean 'host'?) (set by EDGE_AGENT__MQTT__HST)", "x")
     }
 
 

@@ -62,8 +62,8 @@ def test_unknown_top_level_key(write_toml: Write, config_errors: Errors) -> None
 
 
 def test_unknown_nested_key_suggests_the_near_one(write_toml: Write, config_errors: Errors) -> None:
-    errors = config_errors(write_toml('[mqtt]\nhots = "broker"\n'))
-    assert errors == {"mqtt.hots": ("unknown key (did you mean 'host'?)", "broker")}
+    errors = config_errors(write_toml('[mqtt]\nhst = "broker"\n'))
+    assert errors == {"mqtt.hst": ("unknown key (did you mean 'host'?)", "broker")}
 
 
 def test_wrong_type(write_toml: Write, config_errors: Errors) -> None:
