@@ -16,11 +16,11 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from agent.backoff import Backoff
 from agent.config.sections import AgentConfig, MqttConfig
-from agent.transport.base import InboundMessage, MessageHandler, Qos
+from agent.transport.base import InboundMessage, MessageHandler, NetworkDriver, Qos
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
@@ -71,6 +71,10 @@ class MqttLink:
 
     `on_connected`, `on_disconnected` and `on_ack(mid, ok)` are called on the network thread.
     """
+
+    driver: ClassVar[NetworkDriver | None] = None
+    """Drives every link's I/O in this process; None: paho's own `loop_start()` thread per link
+    (a process hosting a thousand simulated devices, `sim.lightfleet`, sets one)."""
 
     def __init__(
         self,
@@ -133,7 +137,10 @@ class MqttLink:
             client.connect_async(m.host, m.port, m.keepalive, clean_start=True, properties=props)
         else:
             client.connect_async(m.host, m.port, m.keepalive)
-        client.loop_start()
+        if self.driver is None:
+            client.loop_start()
+        else:
+            self.driver.attach(client)
 
     def stop(self, *, timeout: float = 1.0) -> None:
         """Disconnect cleanly (no last will) and end the network thread."""
@@ -145,7 +152,10 @@ class MqttLink:
         deadline = time.monotonic() + timeout
         while self.connected and time.monotonic() < deadline:
             time.sleep(0.005)
-        client.loop_stop()
+        if self.driver is None:
+            client.loop_stop()
+        else:
+            self.driver.detach(client)
         self.connected = False
         self._client = None
         self._stopping = False
