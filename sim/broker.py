@@ -14,14 +14,15 @@ from agent.bench.broker import MOSQUITTO_CANDIDATES, Broker, free_port, mosquitt
 __all__ = ["MOSQUITTO_CANDIDATES", "Broker", "free_port", "mosquitto_path", "operator_client"]
 
 
-def operator_client(name: str) -> Any:
-    """A paho MQTT v5 client with a unique id starting with `name`, for operator-side tools
-    (fleet observer, soak ledger); the caller sets callbacks, connects and starts its loop."""
+def operator_client(name: str, *, protocol: str = "5") -> Any:
+    """A paho MQTT client (v5, or "3.1.1") with a unique id starting with `name`, for
+    operator-side tools (fleet observer, soak ledger); the caller sets callbacks, connects and
+    starts its loop."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
     return mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=f"{name}-{uuid.uuid4().hex[:8]}",
-        protocol=mqtt.MQTTv5,
+        protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311,
     )
