@@ -40,8 +40,10 @@ from sim.broker import Broker, free_port, mosquitto_path
 ROOT = Path(__file__).resolve().parents[1]
 TICK_S = 1.0
 """The sync thread's idle wake-up in a light device (see the module docstring)."""
-PER_PROC = 250
-"""Devices per worker process when `procs` is not given."""
+PER_PROC = 125
+"""Devices per worker process when `procs` is not given. With 250 (about 1,250 threads) a worker
+thrashed on the GIL: its network thread, which gives the GIL up at every syscall, waited
+seconds to get it back, and links missed their keepalive (see docs/fleet.md)."""
 
 
 # -- the worker process ---------------------------------------------------------------------------
@@ -72,9 +74,12 @@ def _worker(spec: dict[str, Any]) -> None:
     net = NetLoop()
     MqttLink.driver = net
     SyncService.tick_s = TICK_S
-    apps: list[Any] = []
+    built: list[tuple[str, Any]] = []
+    base = 0.0
     failed: list[str] = []
-    base = 0.0  # after the first device: what its imports and caches cost is per process
+    # Build every device before starting any: building holds the GIL for seconds, and threads
+    # of devices already started then queue for it, each waking every switch interval; with
+    # a few hundred of them the network thread starved and links missed their keepalive.
     for dev, group in spec["devices"]:
         cfg = device_config(
             dev,
@@ -86,16 +91,22 @@ def _worker(spec: dict[str, Any]) -> None:
             public_key=spec["public_key"],
         )
         try:
-            app = build_agent(AgentConfig.model_validate(cfg))
-            app.start()
-            # No loops to supervise, and its 50 ms wake-up, times hundreds of devices in one
-            # process, was the largest idle cost of a light device (PluginHost starts it anyway).
-            app.host._supervisor.stop()
-            apps.append(app)
+            built.append((dev, build_agent(AgentConfig.model_validate(cfg))))
         except Exception as exc:  # reported to the parent: a fleet run counts its failures
             failed.append(f"{dev}: {type(exc).__name__}: {exc}")
-        if not base:
-            base = rss_mb(os.getpid())
+        if len(built) == 1:
+            base = rss_mb(os.getpid())  # imports and caches: per process, not per device
+    apps: list[Any] = []
+    for dev, app in built:
+        try:
+            app.start()
+        except Exception as exc:
+            failed.append(f"{dev}: {type(exc).__name__}: {exc}")
+            continue
+        # No loops to supervise, and its 50 ms wake-up, times hundreds of devices in one
+        # process, was the largest idle cost of a light device (PluginHost starts it anyway).
+        app.host._supervisor.stop()
+        apps.append(app)
     report = {
         "pid": os.getpid(),
         "started": len(apps),
@@ -274,6 +285,7 @@ def measure_rollout(
     active = sum(1 for d in devices.values() if d.get("state") == "active")
     return {
         "seconds": round(seconds, 2),
+        "bundle_bytes": bundle.stat().st_size,
         "target": group or "all",
         "expected": expect,
         "succeeded": active,
@@ -421,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    # With hundreds of threads one can be descheduled between reading the wall and the monotonic
+    # clock: Periodic then reports a "clock step" that is only scheduling.
+    logging.getLogger("agent.sync.periodic").setLevel(logging.ERROR)
     _worker(json.loads(sys.stdin.readline()))
     return 0
 
