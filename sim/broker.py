@@ -14,7 +14,7 @@ from agent.bench.broker import MOSQUITTO_CANDIDATES, Broker, free_port, mosquitt
 __all__ = ["MOSQUITTO_CANDIDATES", "Broker", "free_port", "mosquitto_path", "operator_client"]
 
 
-def operator_client(name: str, protocol: str = "5") -> Any:
+def operator_client(name: str, *, protocol: str = "5") -> Any:
     """A paho client (MQTT 5, or `protocol="3.1.1"` for NATS and RabbitMQ) with a unique id
     starting with `name`, for operator-side tools (fleet observer, soak ledger); the caller sets
     callbacks, connects and starts its loop. `agent.transport.operator.connect_operator` also

@@ -1,11 +1,15 @@
 """Fleet simulator: N real agent processes against one broker, measured from the operator's side.
 
     python -m sim.fleet --agents 8 [--broker HOST:PORT] [--duration 30] --json
+    python -m sim.fleet --light 1000 [--procs 4] [--broker HOST:PORT] [--protocol 3.1.1] --json
 
 Each agent is a real `edge-agent run` process with its own device id, group and state folder
 (env overrides on one shared config). The simulator then measures, from a separate MQTT client:
 messages per second through the broker, the round trip of `edge/all/cmd/ping` across the fleet,
 a signed OTA rollout to one group, and the resident memory of each agent.
+
+`--light N` runs N light devices instead: the agent without its plugin loops, hundreds per
+process (see sim/lightfleet.py), measured the same way plus broker and operator CPU.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -61,15 +66,23 @@ model = "{model}"
 
 
 class FleetObserver:
-    """An operator-side MQTT client: counts traffic, collects replies and statuses."""
+    """An operator-side MQTT client: counts traffic, collects replies and statuses.
 
-    def __init__(self, host: str, port: int) -> None:
+    `topics` are what it counts (all of `edge/#` by default; the light fleet counts status, state
+    and metrics only, not OTA chunks). Over MQTT 5 ping replies come to its response topic; over
+    3.1.1 (no response topics) to each device's `reply/ping`, matched by the request id.
+    """
+
+    def __init__(
+        self, host: str, port: int, *, protocol: str = "5", topics: tuple[str, ...] = ("edge/#",)
+    ) -> None:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
         self._Properties = Properties
         self._PacketTypes = PacketTypes
-        self.client = operator_client("fleet-observer")
+        self.v5 = protocol == "5"
+        self.client = operator_client("fleet-observer", protocol=protocol)
         self.messages = 0
         self.online: set[str] = set()
         self.replies: dict[str, dict[str, float]] = {}
@@ -77,26 +90,32 @@ class FleetObserver:
         self._connected = threading.Event()
         self.client.on_connect = lambda *a: self._connected.set()
         self.client.on_message = self._on_message
+        # Nagle on the operator's socket adds ~40 ms to a ping (MEASURED.md): off, as the agent.
+        self.client.on_socket_open = lambda c, u, sock: sock.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
         self.client.connect(host, port)
         self.client.loop_start()
         if not self._connected.wait(10):
             raise ConnectionError(f"broker {host}:{port} did not accept the observer")
         self.reply_topic = f"fleet/replies/{uuid.uuid4().hex[:8]}"
-        self.client.subscribe("edge/#", qos=0)
-        self.client.subscribe(self.reply_topic, qos=1)
+        for t in topics:
+            self.client.subscribe(t, qos=0)
+        self.client.subscribe(self.reply_topic if self.v5 else "edge/+/reply/ping", qos=1)
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         now = time.perf_counter()
         with self._lock:
-            self.messages += 1
             parts = msg.topic.split("/")
+            if msg.topic == self.reply_topic or parts[-2:] == ["reply", "ping"]:
+                doc = json.loads(msg.payload)
+                corr = msg.properties.CorrelationData.decode() if self.v5 else str(doc.get("id"))
+                self.replies.setdefault(corr, {})[doc.get("device", "?")] = now
+                return
+            self.messages += 1
             if len(parts) == 3 and parts[2] == "status" and msg.payload:
                 state = json.loads(msg.payload).get("state")
                 (self.online.add if state == "online" else self.online.discard)(parts[1])
-            elif msg.topic == self.reply_topic:
-                corr = msg.properties.CorrelationData.decode()
-                doc = json.loads(msg.payload)
-                self.replies.setdefault(corr, {})[doc.get("device", "?")] = now
 
     def wait_online(self, n: int, timeout: float) -> int:
         """Wait until `n` agents report online; returns how many did."""
@@ -116,9 +135,11 @@ class FleetObserver:
         rtts: list[float] = []
         for _ in range(rounds):
             corr = uuid.uuid4().hex
-            props = self._Properties(self._PacketTypes.PUBLISH)
-            props.ResponseTopic = self.reply_topic
-            props.CorrelationData = corr.encode()
+            props = None
+            if self.v5:
+                props = self._Properties(self._PacketTypes.PUBLISH)
+                props.ResponseTopic = self.reply_topic
+                props.CorrelationData = corr.encode()
             sent = time.perf_counter()
             payload = json.dumps({"id": corr, "args": {}})
             self.client.publish("edge/all/cmd/ping", payload, qos=1, properties=props)
@@ -141,7 +162,7 @@ def _edge_agent(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT, **kw)
 
 
-def _prepare_rollout(work: Path) -> tuple[Path, Path]:
+def prepare_rollout(work: Path) -> tuple[Path, Path]:
     """A key pair and a signed bundle of the rollout model one patch version up."""
     keys = work / "keys"
     res = _edge_agent("ota", "keygen", "--out", str(keys))
@@ -192,7 +213,7 @@ def run_fleet(
     """Start the fleet, measure it, stop it; returns the figures printed by `--json`."""
     with tempfile.TemporaryDirectory(prefix="edge-fleet-") as tmp:
         work = Path(tmp)
-        public_key, bundle = _prepare_rollout(work)
+        public_key, bundle = prepare_rollout(work)
         with _broker(broker, work) as (host, port):
             config = work / "fleet.toml"
             config.write_text(
@@ -297,23 +318,48 @@ def run_fleet(
 def main(argv: list[str] | None = None) -> int:
     """Command line of the fleet simulator."""
     parser = argparse.ArgumentParser(prog="python -m sim.fleet", description=__doc__.split("\n")[0])
-    parser.add_argument("--agents", type=int, required=True, help="how many agents to start")
+    size = parser.add_mutually_exclusive_group(required=True)
+    size.add_argument("--agents", type=int, help="how many full agent processes to start")
+    size.add_argument(
+        "--light",
+        type=int,
+        metavar="N",
+        help="how many light devices to start (sim.lightfleet: hundreds per process)",
+    )
     parser.add_argument(
         "--broker",
         default=None,
         metavar="HOST:PORT",
         help="an existing broker; a private Mosquitto otherwise",
     )
+    parser.add_argument(
+        "--protocol", choices=("5", "3.1.1"), default="5", help="MQTT version (light mode)"
+    )
+    parser.add_argument("--procs", type=int, default=None, help="light mode: worker processes")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds to keep it running")
     parser.add_argument("--rate", type=float, default=10.0, help="energy plugin rate per agent")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    result = run_fleet(args.agents, broker=args.broker, duration=args.duration, rate_hz=args.rate)
+    if args.light is not None:
+        from sim.lightfleet import run_light_fleet
+
+        if args.light < 1 or (args.procs is not None and args.procs < 1):
+            parser.error(f"--light and --procs must be at least 1 (got {args.light}, {args.procs})")
+        result = run_light_fleet(
+            args.light, procs=args.procs, broker=args.broker, protocol=args.protocol
+        )
+        ok = result["online"] == args.light and (
+            result["rollout"]["succeeded"] == result["rollout"]["expected"]
+        )
+    else:
+        result = run_fleet(
+            args.agents, broker=args.broker, duration=args.duration, rate_hz=args.rate
+        )
+        ok = (
+            result["online"] == args.agents
+            and result["rollout"]["succeeded"] == result["rollout"]["members"]
+        )
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))
-    ok = (
-        result["online"] == args.agents
-        and result["rollout"]["succeeded"] == result["rollout"]["members"]
-    )
     return 0 if ok else 1
 
 

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
@@ -53,6 +53,9 @@ TICK_S = 0.005
 
 class SyncService:
     """MQTT sync and remote control for one agent; implements the `Transport` seam."""
+
+    tick_s: ClassVar[float] = TICK_S
+    """The sync thread's idle wake-up (sim.lightfleet, hosting many devices, raises it)."""
 
     def __init__(
         self, config: AgentConfig, control: EngineControl, *, config_path: Path | None = None
@@ -310,7 +313,7 @@ class SyncService:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(TICK_S)
+            self._wake.wait(self.tick_s)
             self._wake.clear()
             stopping = self._stopping
             try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 Qos = Literal[0, 1]
 
@@ -46,3 +46,13 @@ class Transport(Protocol):
         durable: bool | None = None,
     ) -> None:
         """Send a message; `durable` (default: qos == 1) routes it through the persistent outbox."""
+
+
+class NetworkDriver(Protocol):
+    """Runs the network I/O of many MQTT links on one thread instead of a thread per link."""
+
+    def attach(self, client: Any) -> None:
+        """Connect a paho client whose parameters are set, then read, write and reconnect it."""
+
+    def detach(self, client: Any) -> None:
+        """Stop driving `client` (its DISCONNECT has been sent or it never connected)."""

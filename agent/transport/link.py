@@ -16,11 +16,11 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from agent.backoff import Backoff
 from agent.config.sections import AgentConfig
-from agent.transport.base import InboundMessage, MessageHandler, Qos
+from agent.transport.base import InboundMessage, MessageHandler, NetworkDriver, Qos
 from agent.transport.security import read_password, tls_context
 
 if TYPE_CHECKING:
@@ -31,12 +31,9 @@ log = logging.getLogger(__name__)
 INFLIGHT = 20
 """QoS 1 messages on the wire without PUBACK (paho's window, not the outbox's)."""
 QOS0_STALL_S = 5.0
-"""QoS 0 messages are dropped (and counted) once paho has held unwritten data this long.
-
-paho queues every QoS 0 publish in memory until the socket takes it, without a bound. On a link
-slower than what is published at QoS 0 (telemetry at `telemetry_qos = 0`, metrics, actuator
-commands), or one that has stopped reading, that queue grew for as long as the connection
-lived. QoS 0 is at-most-once: dropping it at the source is the contract, and it is counted."""
+"""QoS 0 messages are dropped (and counted) once paho has held unwritten data this long: paho
+queues QoS 0 publishes without a bound, so on a link slower than what is published at QoS 0
+that queue grew for as long as the connection lived. At-most-once allows dropping them."""
 
 
 def client_id_for(config: AgentConfig) -> str:
@@ -49,6 +46,10 @@ class MqttLink:
 
     `on_connected`, `on_disconnected` and `on_ack(mid, ok)` are called on the network thread.
     """
+
+    driver: ClassVar[NetworkDriver | None] = None
+    """Drives every link's I/O in this process; None: paho's own `loop_start()` thread per link
+    (a process hosting a thousand simulated devices, `sim.lightfleet`, sets one)."""
 
     def __init__(
         self,
@@ -115,7 +116,10 @@ class MqttLink:
             self._connect_props = props
         self._at = 0
         self._aim(client)
-        client.loop_start()
+        if self.driver is None:
+            client.loop_start()
+        else:
+            self.driver.attach(client)
 
     def _aim(self, client: mqtt.Client) -> None:
         """Point paho's next (re)connect at the current endpoint."""
@@ -148,7 +152,10 @@ class MqttLink:
         deadline = time.monotonic() + timeout
         while self.connected and time.monotonic() < deadline:
             time.sleep(0.005)
-        client.loop_stop()
+        if self.driver is None:
+            client.loop_stop()
+        else:
+            self.driver.detach(client)
         self.connected = False
         self._client = None
         self._stopping = False
