@@ -1,11 +1,9 @@
 """The broker connection: one paho-mqtt 2 client with its `loop_start()` network thread.
 
-What this adds to paho: TLS from config with verification on by default, the password from a file
-or a systemd credential, a retained last will, TCP_NODELAY on every socket (Nagle's algorithm
-costs ~9 ms per small publish on loopback, see shared/MEASURED.md), jittered exponential
-reconnect, subscriptions that survive reconnects, callbacks that never kill the network thread,
-PUBACKs delivered by message id (paho's `is_published()` raises for messages queued offline), and
-a bound on QoS 0 messages waiting in paho while the socket does not drain (see `QOS0_STALL_S`).
+What this adds to paho: TLS and the password from config, a retained last will, TCP_NODELAY (Nagle
+costs ~9 ms per small publish on loopback), jittered reconnect and failover over `mqtt.hosts`,
+subscriptions that survive reconnects, callbacks that never kill the network thread, PUBACKs by
+message id (paho's `is_published()` raises for messages queued offline), bounded QoS 0 backlog.
 """
 
 from __future__ import annotations
