@@ -74,6 +74,7 @@ class SyncService:
             self.topics,
             max_bytes=lambda: self._config.mqtt.max_payload_bytes,
             device_id=config.device.id,
+            reply_prefix=lambda: self._config.mqtt.reply_prefix,
         )
         self._models = ModelCache(config)
         register_builtins(self.commands, self)
