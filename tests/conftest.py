@@ -92,6 +92,8 @@ class MqttProbe:
         client_id: str | None = None,
         clean: bool = True,
         protocol: str = "5",
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
@@ -112,6 +114,8 @@ class MqttProbe:
             **kwargs,
         )
         self.client.reconnect_delay_set(0.05, 0.2)  # type: ignore[arg-type]
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()

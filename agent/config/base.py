@@ -30,9 +30,12 @@ RequiredFile = Annotated[Path, AfterValidator(_file_present)]
 
 
 class Section(BaseModel):
-    """Base of every config section: strict about unknown keys, immutable once loaded."""
+    """Base of every config section: strict about unknown keys, immutable once loaded.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    No number may be infinite or NaN: `inf` parses as a float and used to pass every `gt=0`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def tag(key: str, value: str) -> str:

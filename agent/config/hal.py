@@ -24,7 +24,10 @@ class MqttDeviceConfig(Section):
         default=None, description="Dotted path of the value in the JSON payload"
     )
     stale_after_s: float = Field(
-        default=60.0, gt=0, description="Sensor: reported stale after this long without a reading"
+        default=60.0,
+        ge=0.01,
+        le=86400,
+        description="Sensor: reported stale after this long without a reading",
     )
 
 

@@ -136,6 +136,8 @@ def _resolve_paths(value: Any, annotation: Any, base: Path) -> Any:
     if annotation is None:
         return value
     if schema.is_path(annotation) and isinstance(value, (str, Path)):
+        if isinstance(value, str) and not value.strip():
+            return value  # left for the schema to refuse: "" is not the working directory
         return _absolute(str(value), base)
     if isinstance(value, dict):
         return {k: _resolve_paths(v, schema.child(annotation, k), base) for k, v in value.items()}

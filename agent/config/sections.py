@@ -24,6 +24,9 @@ from agent.config.runtime import NpuRuntime as NpuRuntime
 from agent.config.runtime import RuntimeConfig as RuntimeConfig
 from agent.config.runtime import RuntimeSection
 
+MIN_RATE_HZ = 0.01
+"""Slowest plugin tick rate (one tick in 100 s): slower ones are a typo, and 1e-300 overflowed."""
+
 
 def _shipped_models_dir() -> Path:
     # Imported when first needed: the agent.runtime package imports this module.
@@ -113,8 +116,18 @@ class MqttConfig(Section):
         default="edge", pattern=r"^[A-Za-z0-9_-]+$", description="First topic level"
     )
     telemetry_qos: Literal[0, 1] = Field(default=0, description="QoS for telemetry batches")
-    reconnect_min_s: float = Field(default=0.5, gt=0, description="First reconnect delay")
-    reconnect_max_s: float = Field(default=30.0, gt=0, description="Longest reconnect delay")
+    reply_prefix: str = Field(
+        default="replies",
+        pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
+        description="The only place under topic_root (besides <root>/<id>/reply) a response "
+        "topic may point: <topic_root>/<reply_prefix>/...",
+    )
+    reconnect_min_s: float = Field(
+        default=0.5, ge=0.01, le=3600, description="First reconnect delay"
+    )
+    reconnect_max_s: float = Field(
+        default=30.0, ge=0.01, le=3600, description="Longest reconnect delay"
+    )
     max_payload_bytes: int = Field(
         default=65536, ge=256, description="Largest command payload accepted"
     )
@@ -179,7 +192,9 @@ class PluginConfig(Section):
 
     name: str = Field(pattern=ID_PATTERN, description="Entry point name in edge_agent.plugins")
     enabled: bool = Field(default=True, description="Start this plugin")
-    rate_hz: float = Field(default=100.0, gt=0, le=20000, description="Tick rate")
+    rate_hz: float = Field(
+        default=100.0, ge=MIN_RATE_HZ, le=20000, description="Tick rate (0.01 Hz to 20 kHz)"
+    )
     model: str | None = Field(default=None, description="Model name (folder in models_dir)")
     params: dict[str, Any] = Field(
         default_factory=dict, description="Plugin parameters, validated by the plugin's own model"
@@ -212,9 +227,11 @@ class EngineConfig(Section):
         default=100, ge=10, le=5000, description="Python thread switch interval (GIL hand-over)"
     )
     restart_backoff_s: float = Field(
-        default=0.5, gt=0, description="First restart delay of a failed plugin"
+        default=0.5, ge=0.001, le=3600, description="First restart delay of a failed plugin"
     )
-    restart_backoff_max_s: float = Field(default=30.0, gt=0, description="Longest restart delay")
+    restart_backoff_max_s: float = Field(
+        default=30.0, ge=0.001, le=3600, description="Longest restart delay"
+    )
     overrun_reduce_rate: bool = Field(
         default=False, description="Halve the rate of a plugin that keeps overrunning"
     )
@@ -239,10 +256,13 @@ class OtaConfig(Section):
         default_factory=list, description="Ed25519 public key files"
     )
     keep_versions: int = Field(default=3, ge=2, le=20, description="Versions kept per model")
-    health_window_s: float = Field(default=10.0, gt=0, description="Watch a new model this long")
+    health_window_s: float = Field(
+        default=10.0, ge=0.1, le=86400, description="Watch a new model this long"
+    )
     latency_regression: float = Field(
         default=3.0,
         gt=1,
+        le=1000,
         description="Roll back when p99 exceeds the previous model's by this factor",
     )
     max_bundle_bytes: int = Field(
@@ -253,10 +273,18 @@ class OtaConfig(Section):
 class SchedulerConfig(Section):
     """Periodic jobs (APScheduler)."""
 
-    telemetry_flush_s: float = Field(default=1.0, gt=0, description="Publish batched telemetry")
-    metrics_s: float = Field(default=10.0, gt=0, description="Publish loop statistics")
-    state_s: float = Field(default=300.0, gt=0, description="Republish the retained state")
-    outbox_compaction_s: float = Field(default=600.0, gt=0, description="Vacuum the outbox")
+    telemetry_flush_s: float = Field(
+        default=1.0, ge=0.05, le=3600, description="Publish batched telemetry (0.05 s to 1 h)"
+    )
+    metrics_s: float = Field(
+        default=10.0, ge=0.1, le=86400, description="Publish loop statistics (0.1 s to 1 day)"
+    )
+    state_s: float = Field(
+        default=300.0, ge=1, le=86400, description="Republish the retained state (1 s to 1 day)"
+    )
+    outbox_compaction_s: float = Field(
+        default=600.0, ge=1, le=604800, description="Vacuum the outbox (1 s to 1 week)"
+    )
 
 
 class ScheduleConfig(Section):
@@ -378,6 +406,14 @@ class AgentConfig(Section):
         if dupes:
             raise ValueError(f"plugin names must be unique: {', '.join(dupes)}")
         return plugins
+
+    @field_validator("state_dir", "models_dir", mode="before")
+    @classmethod
+    def _folder_named(cls, value: Any) -> Any:
+        # Path("") is ".": an empty value would silently mean the working directory.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must name a folder (an empty value would mean the working directory)")
+        return value
 
     @field_validator("schedule")
     @classmethod

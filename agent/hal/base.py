@@ -9,15 +9,33 @@ import numpy as np
 import numpy.typing as npt
 
 Buffer = npt.NDArray[np.float32]
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True, slots=True)
 class SensorSpec:
-    """What a plugin expects from one sensor."""
+    """What a plugin expects from one sensor, including the range of a plausible reading.
+
+    A backend fed from outside (MQTT) turns a reading that is not finite or lies outside
+    [low, high] into a dropout: one `1e39` from a broken meter must not poison running totals.
+    """
 
     shape: tuple[int, ...]
     unit: str = ""
     description: str = ""
+    low: float = -FLOAT32_MAX
+    """Smallest plausible value of every element."""
+    high: float = FLOAT32_MAX
+    """Largest plausible value of every element."""
+
+    def implausible(self, values: Buffer) -> str:
+        """Why `values` cannot be a reading of this sensor ('' when they can); not for hot loops."""
+        if not np.isfinite(values).all():
+            return "not a finite number"
+        if values.size and (float(values.min()) < self.low or float(values.max()) > self.high):
+            lo, hi = float(values.min()), float(values.max())
+            return f"outside the sensor's range [{self.low:g}, {self.high:g}] (got {lo:g}..{hi:g})"
+        return ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,9 +75,11 @@ def to_numbers(value: Any, shape: tuple[int, ...]) -> np.ndarray[Any, np.dtype[n
         arr = np.asarray([float(value)], np.float32)
     elif isinstance(value, str):
         word = value.strip().lower()
-        arr = np.asarray([_WORDS[word] if word in _WORDS else float(word)], np.float32)
+        with np.errstate(over="ignore"):
+            arr = np.asarray([_WORDS[word] if word in _WORDS else float(word)], np.float32)
     else:
-        arr = np.asarray(value, dtype=np.float32).reshape(-1)
+        with np.errstate(over="ignore"):  # 1e39 becomes inf here, refused by the spec's check
+            arr = np.asarray(value, dtype=np.float32).reshape(-1)
     size = math.prod(shape)
     if arr.size != size:
         raise ValueError(f"got {arr.size} value(s), the device has {size}")
@@ -108,6 +110,9 @@ class MqttSensor(Sensor):
         self.created = time.monotonic()
         self.updates = 0
         self.bad_payloads = 0
+        """Payloads refused: unparsable, of the wrong size, not finite or out of range."""
+        self.implausible = 0
+        """Of those, readings not finite or outside the spec's range (each a dropout)."""
         self.stale = False
         self.last_error = ""
 
@@ -122,11 +127,18 @@ class MqttSensor(Sensor):
         """Parse one message into the next buffer (network thread)."""
         try:
             arr = to_numbers(extract_field(msg.payload, self.field), self.spec.shape)
+            why = self.spec.implausible(arr)
+        except OverflowError:  # a JSON integer beyond any float: as infinite as 1e39
+            why = "not a finite number"
         except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
-            self.bad_payloads += 1
-            if str(exc) != self.last_error:
-                log.warning("HAL %s: unusable payload on %s: %s", self.key, msg.topic, exc)
-            self.last_error = str(exc)
+            self._refuse(msg.topic, str(exc))
+            return
+        if why:
+            # A dropout, not the last good value: the plugin sees the sensor fail (and counts
+            # it) instead of carrying on with a reading the device never made.
+            self._fresh = False
+            self.implausible += 1
+            self._refuse(msg.topic, why)
             return
         # Three buffers: the reader copies the latest while the writer fills another.
         nxt = (self._latest + 1) % 3
@@ -138,6 +150,12 @@ class MqttSensor(Sensor):
         if self.stale:
             self.stale = False
             log.info("HAL %s: fresh again", self.key)
+
+    def _refuse(self, topic: str, why: str) -> None:
+        self.bad_payloads += 1
+        if why != self.last_error:  # one line per kind of problem, not one per message
+            log.warning("HAL %s: unusable payload on %s: %s", self.key, topic, why)
+        self.last_error = why
 
     def check(self, now: float) -> None:
         """Mark the sensor stale when silent for `stale_after_s` (watcher thread)."""
@@ -308,6 +326,7 @@ class MqttHal(HalBackend):
                 "stale": s.stale,
                 "age_s": round(now - s.last_update, 3) if s.updates else None,
                 "bad_payloads": s.bad_payloads,
+                "implausible": s.implausible,
                 "last_error": s.last_error or None,
             }
         for key, a in self._actuators.items():

@@ -17,7 +17,7 @@ from agent.runtime.slot import ModelSlot
 class PluginParams(BaseModel):
     """Base of every plugin's params model: unknown keys rejected, values validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(slots=True)

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING = 64
 """Commands queued for the worker; beyond this a request is answered `busy` at once."""
+MAX_DEPTH = 32
+"""Deepest nesting of arrays and objects a request may have (no command needs more)."""
 
 
 class CommandFailed(CommandError):
@@ -116,6 +118,15 @@ class CommandRegistry:
             raw = json.loads(payload)
         except (UnicodeDecodeError, ValueError) as exc:
             raise CommandError("bad_json", f"payload is not JSON: {exc}") from None
+        except RecursionError:
+            # The parser recurses per level: thousands of `[` exhaust Python's stack.
+            raise CommandError(
+                "bad_json", f"payload is nested too deeply (the limit is {MAX_DEPTH})"
+            ) from None
+        if _depth(raw) > MAX_DEPTH:
+            raise CommandError(
+                "bad_json", f"payload is nested too deeply (the limit is {MAX_DEPTH})"
+            )
         if not isinstance(raw, dict):
             raise CommandError(
                 "bad_request", f"payload must be a JSON object, got {type(raw).__name__}"
@@ -135,6 +146,23 @@ class CommandRegistry:
         if allowed is not None and name not in allowed:
             raise CommandError("not_allowed", f"command {name!r} is not in mqtt.commands")
         return spec
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion (a scalar is 0)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            level += 1
+            if level > MAX_DEPTH:
+                return level
+            deepest = max(deepest, level)
+            stack.extend((child, level) for child in item)
+    return deepest
 
 
 def _describe(exc: ValidationError, prefix: str) -> str:

@@ -10,21 +10,27 @@ While writes fail, attempts follow the outbox's back-off (`Outbox.retry_due`): e
 serializes up to BATCH events, too much work to repeat every sync tick. Acknowledged row ids
 whose delete failed are kept and deleted with the next write, so a delivered row is not left
 behind to be sent again after a restart.
+
+A corrupt outbox replaced by a fresh one (see `Outbox`) is reported once, as an event of the
+agent itself (plugin `agent`, kind `outbox_lost`) stored in the new outbox.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
 from agent.events import Event
 from agent.plugin.channel import OutputChannel
-from agent.sync.outbox import Message, MessageClass, Outbox, OutboxError
+from agent.sync.outbox import Message, MessageClass, Outbox, OutboxError, StoreLoss
 from agent.sync.payloads import event_payload
 
 BATCH = 2000
 """Events persisted per transaction at most."""
+AGENT = "agent"
+"""The plugin name of the agent's own events (a corrupt outbox replaced)."""
 
 
 class EventPersister:
@@ -47,6 +53,12 @@ class EventPersister:
         self._next_id = 0
         self._unacked: list[int] = []  # delivered rows whose delete failed: retried
         self.persisted = 0
+        self._report_losses()
+
+    def _report_losses(self) -> None:
+        """Queue one `outbox_lost` event per corrupt store replaced, ahead of the backlog."""
+        for loss in reversed(self._outbox.take_losses()):
+            self._backlog.appendleft(_loss_event(loss))
 
     @property
     def backlog(self) -> int:
@@ -73,6 +85,9 @@ class EventPersister:
 
     def persist(self, acked: Sequence[int] = ()) -> int:
         """Store as much of the backlog as fits, in one transaction; returns how many."""
+        if self._outbox.losses:
+            self._report_losses()
+            self._seq = self._outbox.seqs()  # the new store continues from these
         if self._unacked:
             acked = [*self._unacked, *acked]
             self._unacked = []
@@ -127,3 +142,13 @@ class EventPersister:
         except OutboxError:
             # Kept for the next write: deleted then, not sent again after a restart.
             self._unacked.extend(acked)
+
+
+def _loss_event(loss: StoreLoss) -> Event:
+    return Event(
+        AGENT,
+        "outbox_lost",
+        time.time_ns(),
+        1.0,
+        {"rows_lost": loss.rows_lost, "reason": loss.reason, "moved_to": loss.aside.name},
+    )

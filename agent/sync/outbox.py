@@ -20,6 +20,12 @@ nothing, raises OutboxError and starts a failure episode: `errors` counts every 
 doubling to 1 s) so a full disk is not hammered by a retry every sync tick. The episode is logged
 when it starts, reminded at most once a minute, and closed by one line when writes work again.
 
+Corruption (a malformed page, a broken index): checked with `PRAGMA quick_check` at open and
+on the first malformed error of a write or read; a corrupt store is moved aside as
+`outbox.db.corrupt-<time>`, a fresh one opened with the seqs and the row-id floor carried over
+(see outbox_recovery), the write retried once, and the loss recorded in `losses` for the event
+persister to report. Every other SQLite error is an OutboxError.
+
 Ordering: ids come from AUTOINCREMENT, so they never repeat even after the table empties, and
 replay is `ORDER BY id`. The per-plugin event sequence numbers live in the same file and are
 written in the same transaction as the events that use them.
@@ -34,17 +40,24 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from enum import IntEnum
 from pathlib import Path
-from typing import NamedTuple
 
-from agent.sync.outbox_failures import WriteFailures
-from agent.sync.outbox_file import OutboxError, OutboxInUse, lock_state, open_db
+from agent.sync.outbox_failures import FailureView, WriteFailures
+from agent.sync.outbox_file import (
+    OutboxCorrupt,
+    OutboxError,
+    OutboxInUse,
+    check,
+    is_corrupt,
+    lock_state,
+    open_db,
+)
+from agent.sync.outbox_recovery import StoreLoss, replace_store, write_seq_file
+from agent.sync.outbox_rows import ROW_OVERHEAD, Message, MessageClass, StoredMessage
 
-__all__ = ["Message", "MessageClass", "Outbox", "OutboxError", "OutboxInUse", "StoredMessage"]
+__all__ = ["ROW_OVERHEAD", "Message", "MessageClass", "Outbox", "OutboxError", "OutboxInUse"]
+__all__ += ["StoreLoss", "StoredMessage"]
 
-ROW_OVERHEAD = 32
-"""Bytes counted per row on top of payload and topic (id, class, flags, index entry)."""
 _CHUNK = 500  # ids per DELETE statement, well under SQLite's parameter limit
 _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
@@ -53,51 +66,7 @@ _Counts = tuple[list[int], list[int], int, int, bool]
 """Rows and bytes per class, telemetry dropped, refused, full: restored when a write fails."""
 
 
-class MessageClass(IntEnum):
-    """Drop policy class of a stored message."""
-
-    TELEMETRY = 0
-    """Dropped oldest first when over the telemetry share."""
-    EVENT = 1
-    """Never dropped; reported when the bound is reached."""
-    OTHER = 2
-    """Other durable messages (OTA status, ...): never dropped, like events."""
-
-
-class Message:
-    """A message to store: where it goes and how (its size computed once: hot on the sync path)."""
-
-    __slots__ = ("cls", "payload", "qos", "retain", "size", "topic")
-
-    def __init__(
-        self,
-        cls: MessageClass,
-        topic: str,
-        payload: bytes,
-        qos: int = 1,
-        retain: bool = False,
-    ) -> None:
-        self.cls = cls
-        self.topic = topic
-        self.payload = payload
-        self.qos = qos
-        self.retain = retain
-        self.size = len(payload) + len(topic) + ROW_OVERHEAD
-        """Bytes this message counts against the bound."""
-
-
-class StoredMessage(NamedTuple):
-    """A message read back from the outbox, with its id (the replay order)."""
-
-    id: int
-    cls: int
-    topic: str
-    payload: bytes
-    qos: int
-    retain: int
-
-
-class Outbox:
+class Outbox(FailureView):
     """SQLite-backed, size-bounded, ordered store of outgoing QoS 1 messages."""
 
     def __init__(
@@ -123,11 +92,23 @@ class Outbox:
         """Incremented by every commit that stored rows: readers skip a query when unchanged."""
         self.failures = WriteFailures(path, clock)
         """Failed writes: count, reason, back-off (`retry_due`)."""
+        self.losses: list[StoreLoss] = []
+        """Corrupt stores replaced and not reported yet (`take_losses`)."""
+        self.stores_lost = 0
+        self.rows_lost = 0
+        """Corrupt stores replaced, and the messages that went with them, since the start."""
+        self._seqs: dict[str, int] = {}  # as last committed: carried into a replacement store
+        self._last_id = 0  # highest row id read: a replacement store's ids start above it
+        self._checked = False  # quick_check ran after a malformed error; reset by a success
         self._lock_fd = lock_state(path)
         try:
-            self._db = open_db(path)
+            try:
+                self._db = open_db(path)
+            except OutboxCorrupt as exc:
+                self._db = self._replace(str(exc), rows_known=None)
             try:
                 self._load_totals()
+                self._seqs = dict(self._db.execute("SELECT plugin, value FROM seq").fetchall())
             except sqlite3.Error as exc:
                 self._db.close()
                 raise OutboxError(f"cannot read the outbox {path}: {exc}") from exc
@@ -186,23 +167,29 @@ class Outbox:
         SQLite error (disk full, ...) nothing changes, the failure is recorded (see
         `last_error`, `retry_due`) and OutboxError is raised.
         """
-        saved = self._counts_snapshot()
-        try:
-            with self._db:
-                deleted = self._ack_in_txn(acked)
-                n = self._add_in_txn(messages)
-                if seqs:
-                    self._db.executemany(
-                        "INSERT INTO seq (plugin, value) VALUES (?, ?) "
-                        "ON CONFLICT (plugin) DO UPDATE SET value = excluded.value",
-                        seqs.items(),
-                    )
-        except sqlite3.Error as exc:
-            self._restore_counts(saved)  # the rollback undid whatever the transaction counted
-            raise self.failures.failed("write", exc) from exc
+        for attempt in (1, 2):
+            saved = self._counts_snapshot()
+            try:
+                with self._db:
+                    deleted = self._ack_in_txn(acked)
+                    n = self._add_in_txn(messages)
+                    if seqs:
+                        self._db.executemany(
+                            "INSERT INTO seq (plugin, value) VALUES (?, ?) "
+                            "ON CONFLICT (plugin) DO UPDATE SET value = excluded.value",
+                            seqs.items(),
+                        )
+                break
+            except sqlite3.Error as exc:
+                self._restore_counts(saved)  # the rollback undid what the transaction counted
+                if attempt == 2 or not self._recovered(exc):
+                    raise self.failures.failed("write", exc) from exc
+                acked = ()  # ids of the store moved aside
+        if seqs:
+            self._seqs.update(seqs)
         self.version += 1
         if n or deleted:
-            self.failures.ok()
+            self._ok()
         return n
 
     def _add_in_txn(self, messages: Sequence[Message]) -> int:
@@ -283,9 +270,11 @@ class Outbox:
                 deleted = self._ack_in_txn(id_list)
         except sqlite3.Error as exc:
             self._restore_counts(saved)
+            if self._recovered(exc):
+                return 0  # the rows went with the store moved aside
             raise self.failures.failed("delete", exc) from exc
         if deleted:
-            self.failures.ok()
+            self._ok()
         return deleted
 
     def _ack_in_txn(self, ids: Sequence[int]) -> int:
@@ -314,53 +303,75 @@ class Outbox:
 
     def after(self, last_id: int, limit: int) -> list[StoredMessage]:
         """Up to `limit` stored messages with id > `last_id`, oldest first (the replay order)."""
-        return [
-            StoredMessage._make(row)
-            for row in self._db.execute(
-                "SELECT id, cls, topic, payload, qos, retain FROM outbox WHERE id > ? "
-                "ORDER BY id LIMIT ?",
-                (last_id, limit),
-            )
-        ]
+        try:
+            rows = [
+                StoredMessage._make(row)
+                for row in self._db.execute(
+                    "SELECT id, cls, topic, payload, qos, retain FROM outbox WHERE id > ? "
+                    "ORDER BY id LIMIT ?",
+                    (last_id, limit),
+                )
+            ]
+        except sqlite3.Error as exc:
+            if self._recovered(exc):
+                return []
+            raise self.failures.failed("read", exc) from exc
+        if rows:
+            self._last_id = max(self._last_id, rows[-1].id)
+        return rows
 
     def seqs(self) -> dict[str, int]:
         """The last event seq stored per plugin."""
-        return dict(self._db.execute("SELECT plugin, value FROM seq").fetchall())
+        return dict(self._seqs)
+
+    def take_losses(self) -> list[StoreLoss]:
+        """The corrupt stores replaced since the last call (to be reported once)."""
+        out, self.losses = self.losses, []
+        return out
+
+    # -- corruption -----------------------------------------------------------------------------
+
+    def _recovered(self, exc: sqlite3.Error) -> bool:
+        """After a malformed error: check the store once; True if it was corrupt and replaced."""
+        if not is_corrupt(exc) or self._checked:
+            return False
+        self._checked = True
+        try:
+            problem = check(self._db)
+        except sqlite3.Error:
+            return False  # not corruption (I/O, full): a plain failure episode
+        if not problem:
+            return False
+        rows = self.depth
+        self._db.close()
+        self._db = self._replace(problem, rows_known=rows)
+        self._rows, self._bytes, self.full = [0, 0, 0], [0, 0, 0], False
+        self.version += 1
+        return True
+
+    def _replace(self, reason: str, *, rows_known: int | None) -> sqlite3.Connection:
+        db, loss = replace_store(self.path, reason, self._seqs, self._last_id, rows_known)
+        self._seqs = dict(loss.seqs)
+        self.losses.append(loss)
+        self.stores_lost += 1
+        self.rows_lost += loss.rows_lost
+        return db
+
+    def _ok(self) -> None:
+        self._checked = False
+        self.failures.ok()
 
     # -- maintenance ----------------------------------------------------------------------------
 
     def compact(self) -> None:
         """Give freed pages back to the file system and truncate the WAL."""
+        write_seq_file(self.path, self._seqs)
         try:
             self._db.execute("PRAGMA incremental_vacuum")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
-            raise self.failures.failed("compaction", exc) from exc
-
-    # -- write failures -------------------------------------------------------------------------
-
-    @property
-    def errors(self) -> int:
-        """Writes that failed with an SQLite error since the start."""
-        return self.failures.errors
-
-    @property
-    def last_error(self) -> str:
-        """Why writes are failing (the latest error); empty while they succeed."""
-        return self.failures.last_error
-
-    @property
-    def failing_since(self) -> float | None:
-        """Wall-clock time the current failure episode started (None: writes succeed)."""
-        return self.failures.failing_since
-
-    def retry_due(self) -> bool:
-        """False while writes fail and the back-off since the last failure has not passed yet."""
-        return self.failures.retry_due()
-
-    def retry_now(self) -> None:
-        """Let the next write be tried at once (the last chance at shutdown)."""
-        self.failures.retry_now()
+            if not self._recovered(exc):
+                raise self.failures.failed("compaction", exc) from exc
 
     def _counts_snapshot(self) -> _Counts:
         return (self._rows[:], self._bytes[:], self.telemetry_dropped, self.refused, self.full)
@@ -370,6 +381,7 @@ class Outbox:
 
     def close(self) -> None:
         """Checkpoint and close the database, release the state_dir lock."""
+        write_seq_file(self.path, self._seqs)
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()

@@ -94,3 +94,32 @@ class WriteFailures:
         self._episode_logged = False
         self._retry_at = 0.0
         self._backoff.reset()
+
+
+class FailureView:
+    """The failure state of an outbox, read through the outbox itself."""
+
+    failures: WriteFailures
+
+    @property
+    def errors(self) -> int:
+        """Writes that failed with an SQLite error since the start."""
+        return self.failures.errors
+
+    @property
+    def last_error(self) -> str:
+        """Why writes are failing (the latest error); empty while they succeed."""
+        return self.failures.last_error
+
+    @property
+    def failing_since(self) -> float | None:
+        """Wall-clock time the current failure episode started (None: writes succeed)."""
+        return self.failures.failing_since
+
+    def retry_due(self) -> bool:
+        """False while writes fail and the back-off since the last failure has not passed yet."""
+        return self.failures.retry_due()
+
+    def retry_now(self) -> None:
+        """Let the next write be tried at once (the last chance at shutdown)."""
+        self.failures.retry_now()

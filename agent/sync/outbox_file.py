@@ -1,17 +1,14 @@
-"""The outbox file: the state_dir lock, the schema, and a corrupt file moved aside, not fatal."""
+"""The outbox file: the state_dir lock, the schema, and the corruption check."""
 
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import sqlite3
 import time
 from pathlib import Path
 
 from agent.errors import EdgeAgentError
-
-log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 LOW_SPACE_BYTES = 1 << 20
@@ -26,6 +23,10 @@ class OutboxError(EdgeAgentError):
 
 class OutboxInUse(OutboxError):
     """Another agent holds the state_dir: a configuration mistake, never retried."""
+
+
+class OutboxCorrupt(OutboxError):
+    """The file is not a database or is malformed: it is moved aside, never retried in place."""
 
 
 _SCHEMA = """
@@ -62,37 +63,64 @@ def lock_state(path: Path) -> int:
 
 
 def open_db(path: Path) -> sqlite3.Connection:
-    """Open (creating) the database; a file that is not a database is moved aside, not fatal.
+    """Open (creating) the database; OutboxCorrupt if the file is not one or is malformed.
 
-    Any other failure (disk full, I/O error, permissions) raises OutboxError and leaves the
-    file where it is: it is readable again once the cause is fixed, and replayed then.
+    Any other failure (disk full, I/O error, permissions) raises plain OutboxError and leaves
+    the file where it is: it is readable again once the cause is fixed, and replayed then.
     """
     try:
-        return _connect(path)
+        db = _connect(path)
     except sqlite3.DatabaseError as exc:
-        if not _is_corrupt(exc):
-            raise OutboxError(
-                f"cannot open the outbox {path}: {exc}{space_note(path.parent)}"
-            ) from exc
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-        log.error("outbox %s unreadable (%s): moved to %s, starting empty", path, exc, aside)
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(f"{path}{suffix}")
-            if src.exists():
-                src.rename(Path(f"{aside}{suffix}"))
-        try:
-            return _connect(path)
-        except sqlite3.Error as exc2:
-            raise OutboxError(f"cannot create the outbox {path}: {exc2}") from exc2
+        if is_corrupt(exc):
+            raise OutboxCorrupt(f"{exc}") from exc
+        raise OutboxError(f"cannot open the outbox {path}: {exc}{space_note(path.parent)}") from exc
+    problem = check(db)
+    if problem:
+        db.close()
+        raise OutboxCorrupt(problem)
+    return db
 
 
-def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+def check(db: sqlite3.Connection) -> str:
+    """'' when `PRAGMA quick_check` and a read of every table pass, else what is wrong.
+
+    quick_check walks every page of every table and index (milliseconds for a few MB); the
+    reads catch what it may miss. Errors other than corruption (I/O, locked) raise.
+    """
+    try:
+        found = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
+        if found != ["ok"]:
+            return "; ".join(str(f) for f in found)
+        db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
+        db.execute("SELECT plugin, value FROM seq").fetchall()
+    except sqlite3.DatabaseError as exc:
+        if is_corrupt(exc):
+            return str(exc)
+        raise
+    return ""
+
+
+def is_corrupt(exc: sqlite3.Error) -> bool:
     """True when SQLite says the file is not a database or is malformed (not full, not I/O)."""
     code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
     if code is not None:
         return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
     # Older Pythons: both map to DatabaseError itself; full, I/O, locked are OperationalError.
     return type(exc) is sqlite3.DatabaseError
+
+
+def move_aside(path: Path) -> Path:
+    """Rename the database and its WAL files to `<name>.corrupt-<unix time>`; the new name."""
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    n = 1
+    while aside.exists():  # two recoveries within one second keep both files
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}-{n}")
+        n += 1
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            src.rename(Path(f"{aside}{suffix}"))
+    return aside
 
 
 def space_note(folder: Path) -> str:

@@ -24,6 +24,20 @@ def restart_required(old: AgentConfig, new: AgentConfig) -> list[str]:
     return out
 
 
+def in_force(old: AgentConfig, new: AgentConfig) -> AgentConfig:
+    """The config that runs after `new` is applied live: `new`, except what waits for a restart.
+
+    The device id and group, the broker connection, the state_dir... stay as the process
+    started: documents built from the config in force (the retained `state`, `status`) must
+    describe what is served, not what a restart will bring.
+    """
+    update: dict[str, Any] = {name: getattr(old, name) for name in RESTART_SECTIONS}
+    update["mqtt"] = old.mqtt.model_copy(
+        update={key: getattr(new.mqtt, key) for key in RELOADABLE_MQTT}
+    )
+    return new.model_copy(update=update)
+
+
 def apply_reload(control: EngineControl, old: AgentConfig, new: AgentConfig) -> dict[str, Any]:
     """Hand `new` to the engine (an error changes nothing and is raised); the reply of a reload:
     what the engine changed, and what waits for a restart."""

@@ -40,7 +40,7 @@ from agent.sync.infer import ModelCache
 from agent.sync.lifecycle import OutboxLifecycle
 from agent.sync.payloads import clean, to_json
 from agent.sync.periodic import Periodic
-from agent.sync.reload import apply_reload
+from agent.sync.reload import apply_reload, in_force
 from agent.sync.uplink import Uplink
 from agent.transport.base import MessageHandler, Qos
 from agent.transport.topics import Topics
@@ -77,6 +77,7 @@ class SyncService:
             self.topics,
             max_bytes=lambda: self._config.mqtt.max_payload_bytes,
             device_id=config.device.id,
+            reply_prefix=lambda: self._config.mqtt.reply_prefix,
         )
         self._models = ModelCache(config)
         register_builtins(self.commands, self)
@@ -273,6 +274,7 @@ class SyncService:
         """Apply a reloaded config: the engine first (an error leaves everything as it was)."""
         result = apply_reload(self._control, self._config, config)
         old = self._config
+        config = in_force(old, config)  # what waits for a restart is not described as served
         self._config = config
         self.outbox.set_config(config)
         if old.runtime != config.runtime or old.models_dir != config.models_dir:

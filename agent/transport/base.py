@@ -21,6 +21,8 @@ class InboundMessage:
     """MQTT 5 response topic the sender asked replies to go to, if any."""
     correlation_data: bytes | None = None
     """MQTT 5 correlation data to echo on the reply, if any."""
+    user_properties: tuple[tuple[str, str], ...] = ()
+    """MQTT 5 user properties, as sent: claims of the publisher, never verified by the broker."""
 
 
 MessageHandler = Callable[[InboundMessage], None]

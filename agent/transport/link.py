@@ -376,6 +376,7 @@ class MqttLink:
             correlation_data=(
                 getattr(props, "CorrelationData", None) if props is not None else None
             ),
+            user_properties=_user_properties(props),
         )
         with self._handlers_lock:
             matched = [
@@ -397,3 +398,10 @@ class MqttLink:
                 cb()
             except Exception:
                 log.exception("connection callback failed")
+
+
+def _user_properties(props: Any) -> tuple[tuple[str, str], ...]:
+    pairs = getattr(props, "UserProperty", None) if props is not None else None
+    if not pairs:
+        return ()
+    return tuple((str(k), str(v)) for k, v in pairs)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 HA_PREFIX = "homeassistant"
+_READ_AS_ORDERS = ("cmd", "ota")
+"""Topic levels under which a device reads commands or updates: never a reply's destination."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,31 @@ class Topics:
             f"{self.root}/group/{self.group}/{suffix}",
             f"{self.root}/all/{suffix}",
         )
+
+    def response_topic_refusal(self, topic: str, reply_prefix: str) -> str:
+        """Why a request's MQTT 5 response topic may not be used ('' when it may).
+
+        A reply is published with the agent's own credentials: pointed at the agent's topics
+        it would forge a status or an event, at a command or update topic it would be obeyed
+        by a device, at Home Assistant's it would make entities.
+        """
+        levels = topic.split("/")
+        if "+" in levels or "#" in levels or "\0" in topic:
+            return "a response topic may not contain wildcards or NUL"
+        if topic.startswith("$"):
+            return "a response topic may not be a broker ($) topic"
+        if any(level in _READ_AS_ORDERS for level in levels):
+            return "a response topic may not contain a 'cmd' or 'ota' level (read as orders)"
+        if levels[0] == HA_PREFIX:
+            return f"a response topic may not be under {HA_PREFIX}/"
+        if levels[0] == self.root:
+            if topic.startswith((f"{self.root}/{reply_prefix}/", f"{self.base}/reply/")):
+                return ""
+            return (
+                f"a response topic under {self.root}/ must be under "
+                f"{self.root}/{reply_prefix}/ or {self.base}/reply/"
+            )
+        return ""
 
     def command_name(self, topic: str) -> str | None:
         """The command name if `topic` is one of our command topics, else None."""

@@ -13,3 +13,5 @@ CLASSES = ("normal", "spike", "compressor_failure", "standby_creep")
 """Model output order."""
 HOUR_BLOCKS = 60
 """Blocks in the rolling energy aggregate (one hour at 1 s per sample)."""
+MAX_W = 1e6
+"""Largest plausible mains power, either direction (W): anything beyond is a broken reading."""

@@ -12,7 +12,7 @@ from agent.plugin.base import Plugin, PluginContext, PluginParams
 from agent.runtime.base import Model
 from plugins.energy.alarm import AlarmLogic
 from plugins.energy.config import Params
-from plugins.energy.const import CLASSES, FINE, HOUR_BLOCKS, INPUT_SIZE
+from plugins.energy.const import CLASSES, FINE, HOUR_BLOCKS, INPUT_SIZE, MAX_W
 from plugins.energy.threshold import ThresholdDetector
 from plugins.energy.window import PowerWindow
 
@@ -40,7 +40,7 @@ class EnergyPlugin(Plugin):
 
     Params: ClassVar[type[PluginParams]] = Params
     sensors: ClassVar[dict[str, SensorSpec]] = {
-        "mains": SensorSpec((1,), "W", "whole-house active power"),
+        "mains": SensorSpec((1,), "W", "whole-house active power", low=-MAX_W, high=MAX_W),
     }
     actuators: ClassVar[dict[str, ActuatorSpec]] = {
         "alarm": ActuatorSpec((1,), "", "anomaly indicator: 1 while an anomaly is active"),
@@ -184,6 +184,8 @@ class EnergyPlugin(Plugin):
         return CLASSES[best]
 
     def _account(self, x: float) -> None:
+        if not -MAX_W <= x <= MAX_W:  # False for NaN too: the totals stay finite whatever comes
+            return
         wh = x * self._period_h  # W x h = Wh
         self._energy_wh += wh
         self._block_wh += wh

@@ -41,9 +41,19 @@ class RobotPlugin(Plugin):
     Params = RobotParams
     sensors: ClassVar[dict[str, SensorSpec]] = {
         "lidar": SensorSpec(
-            (N_RAYS,), "m", "ranges from the robot centre, ray i at 360*i/32 deg CCW of heading"
+            (N_RAYS,),
+            "m",
+            "ranges from the robot centre, ray i at 360*i/32 deg CCW of heading",
+            low=0,
+            high=1000,
         ),
-        "goal": SensorSpec((3,), "m, 1, 1", "goal distance, cos and sin of its bearing (robot)"),
+        "goal": SensorSpec(
+            (3,),
+            "m, 1, 1",
+            "goal distance, cos and sin of its bearing (robot)",
+            low=-1e6,
+            high=1e6,
+        ),
     }
     actuators: ClassVar[dict[str, ActuatorSpec]] = {
         "wheels": ActuatorSpec((2,), "m/s", "left and right wheel speed commands"),

@@ -42,14 +42,16 @@ class SmartHomePlugin(Plugin):
 
     Params: ClassVar[type[PluginParams]] = Params
     sensors: ClassVar[dict[str, SensorSpec]] = {
-        "temperature": SensorSpec((N,), "degC", "Air temperature per room"),
-        "co2": SensorSpec((N,), "ppm", "CO2 per room"),
-        "light": SensorSpec((N,), "lux", "Illuminance per room"),
-        "motion": SensorSpec((N,), "0/1", "PIR motion per room"),
-        "window": SensorSpec((N,), "0/1", "Window contact per room, 1 = open"),
-        "power": SensorSpec((N,), "W", "Electric power per room circuit"),
-        "outdoor_temp": SensorSpec((1,), "degC", "Outdoor temperature"),
-        "clock": SensorSpec((2,), "h, day", "Local hour (0-24) and weekday (0 = Monday)"),
+        "temperature": SensorSpec((N,), "degC", "Air temperature per room", low=-60, high=100),
+        "co2": SensorSpec((N,), "ppm", "CO2 per room", low=0, high=100_000),
+        "light": SensorSpec((N,), "lux", "Illuminance per room", low=0, high=200_000),
+        "motion": SensorSpec((N,), "0/1", "PIR motion per room", low=0, high=1),
+        "window": SensorSpec((N,), "0/1", "Window contact per room, 1 = open", low=0, high=1),
+        "power": SensorSpec((N,), "W", "Electric power per room circuit", low=-1e5, high=1e5),
+        "outdoor_temp": SensorSpec((1,), "degC", "Outdoor temperature", low=-90, high=70),
+        "clock": SensorSpec(
+            (2,), "h, day", "Local hour (0-24) and weekday (0 = Monday)", low=0, high=24
+        ),
     }
     actuators: ClassVar[dict[str, ActuatorSpec]] = {
         "heat_setpoint": ActuatorSpec((N,), "degC", "Heating setpoint per room"),

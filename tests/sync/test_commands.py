@@ -322,6 +322,9 @@ def test_reload_without_a_config_file(
 ) -> None:
     service, _ = start_service(make_config(shared_broker))
     probe = probe_factory(shared_broker)
+    # Sent before the agent subscribed, the request would be lost: wait for it to be online.
+    probe.subscribe(service.topics.status)
+    probe.wait_payload(service.topics.status, lambda p: p["state"] == "online")
     error(probe.command(service.topics.base, "config.reload"), "no_config_file")
 
 

@@ -25,7 +25,8 @@ def test_discovery_configs_are_retained_and_republished_when_ha_comes_online(
     device = cfg.device.id
     probe = probe_factory(shared_broker)
     probe.subscribe(f"homeassistant/+/{device}/+/config")
-    start_service(cfg)
+    svc, _ = start_service(cfg)
+    svc.discovery.window_s, svc.discovery.jitter_s = 0.3, 0.1  # the test's time is short
     flt = f"homeassistant/+/{device}/+/config"
     assert probe.wait_for(lambda: probe.count(flt) >= 3)
     configs = {t: json.loads(p) for t, p, _, _ in probe.messages}
@@ -118,3 +119,24 @@ def test_declared_entities_replace_the_derived_ones() -> None:
         "homeassistant/sensor/d/a_y/config",
     ]
     assert declared_entities("no_such_plugin") is None
+
+
+def test_a_flood_of_births_is_answered_once_per_window(
+    shared_broker: Any, make_config: Any, start_service: Any, probe_factory: Any
+) -> None:
+    cfg = make_config(shared_broker)
+    device = cfg.device.id
+    flt = f"homeassistant/+/{device}/+/config"
+    probe = probe_factory(shared_broker)
+    probe.subscribe(flt)
+    svc, _ = start_service(cfg)
+    assert probe.wait_for(lambda: svc.discovery.published == 1)
+    svc.discovery.window_s, svc.discovery.jitter_s = 1.0, 0.2
+    for _ in range(300):  # used to be one full republish per message (45x amplification)
+        probe.client.publish("homeassistant/status", b"online", qos=0)
+    probe.publish("homeassistant/status", b"online")  # acknowledged: the flood went out before
+    assert probe.wait_for(lambda: svc.discovery.birth_messages >= 250)
+    assert probe.wait_for(lambda: svc.discovery.published == 2)  # ~300 births, one publish
+    # A later birth is still answered, once, in the next window.
+    probe.publish("homeassistant/status", b"online")
+    assert probe.wait_for(lambda: svc.discovery.published == 3)

@@ -1,0 +1,90 @@
+"""A Mosquitto locked down with the shipped per-device ACL (firmware-configs/mosquitto/)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED_ACL = REPO / "firmware-configs" / "mosquitto" / "edge-agent.acl"
+OPERATOR = "ops-admin"
+
+for kit in ("ota", "sync"):  # the OTA and sync test kits (whole agents)
+    path = str(REPO / "tests" / kit)
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
+@dataclass
+class Fleet:
+    """A locked-down broker and its accounts: two devices in one group and an operator."""
+
+    broker: Any
+    a: str
+    b: str
+    group: str
+    passwords: dict[str, str]
+    password_files: dict[str, Path]
+
+    def probe(self, factory: Callable[..., Any], user: str) -> Any:
+        """A client logged in as `user`."""
+        return factory(self.broker, username=user, password=self.passwords[user])
+
+
+def acl_text(devices: dict[str, str]) -> str:
+    """The shipped ACL: its `pattern` rules and operator block, with blocks for `devices`."""
+    lines = SHIPPED_ACL.read_text().splitlines()
+    rules = [ln for ln in lines if ln.startswith("pattern ")]
+    start = lines.index(f"user {OPERATOR}")
+    operator = lines[start : start + 3]
+    blocks = []
+    for device, group in devices.items():
+        blocks += [
+            f"user {device}",
+            f"topic read edge/group/{group}/cmd/+",
+            f"topic read edge/group/{group}/ota/+/manifest",
+        ]
+    return "\n".join([*rules, *operator, *blocks]) + "\n"
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The operator's update signing key pair (private.pem, public.pem)."""
+    from agent.ota import generate_keypair
+
+    folder = tmp_path_factory.mktemp("keys")
+    generate_keypair(folder)
+    return folder
+
+
+@pytest.fixture
+def fleet(broker_factory: Callable[..., Any], tmp_path: Path, mosquitto_bin: str) -> Fleet:
+    """A broker with the shipped ACL, password-only, and accounts for two devices."""
+    uid = uuid.uuid4().hex[:6]
+    a, b, group = f"dev-a-{uid}", f"dev-b-{uid}", f"g{uid}"
+    passwords = {user: uuid.uuid4().hex for user in (a, b, OPERATOR)}
+    passwd = tmp_path / "passwd"
+    tool = shutil.which("mosquitto_passwd") or str(
+        Path(mosquitto_bin).with_name("mosquitto_passwd")
+    )
+    for n, (user, secret) in enumerate(passwords.items()):
+        flags = ["-b", "-c"] if n == 0 else ["-b"]
+        subprocess.run([tool, *flags, str(passwd), user, secret], check=True)
+    acl = tmp_path / "acl"
+    acl.write_text(acl_text({a: group, b: group}))
+    files = {}
+    for user, secret in passwords.items():
+        files[user] = tmp_path / f"{user}.secret"
+        files[user].write_text(secret + "\n")
+    broker = broker_factory(
+        anonymous=False, extra_lines=[f"password_file {passwd}", f"acl_file {acl}"]
+    )
+    return Fleet(broker, a, b, group, passwords, files)
