@@ -7,11 +7,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from import_testkit import External
 
 from agent.cli.main import main
 from agent.runtime.manifest import load_manifest
 from agent.runtime.verify import verify_folder
+from tests.support.modelimport import External
 
 RATE = ["--rate-hz", "1000"]  # paced latency over 0.2 s instead of 2 s
 

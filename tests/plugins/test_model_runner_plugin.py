@@ -154,7 +154,7 @@ def test_the_example_runs_from_mqtt_samples_to_class_change_events(
             value = _wave(kind[0], i * 0.02)
             probe.client.publish("lab/signal", f'{{"value": {value:.4f}}}', qos=0)
             i += 1
-            time.sleep(max(0.0, start + i * 0.02 - time.monotonic()))
+            time.sleep(max(0.0, start + i * 0.02 - time.monotonic()))  # the sensor's pace
 
     events = "edge/waveform-demo/events/model_runner"
     feeder = threading.Thread(target=feed, daemon=True)

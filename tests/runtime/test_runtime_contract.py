@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from runtime_testkit import committed_models, variants
 
 from agent.config.sections import RuntimeConfig
 from agent.errors import ModelError
 from agent.runtime import Model, ModelSlot, load_model
+from tests.support.runtime import committed_models, variants
 
 CPU = RuntimeConfig(accelerator="cpu", threads=1)
 

@@ -30,7 +30,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
-from soak_kit import all_plugins_config
 
 from agent.config.sections import AgentConfig
 from agent.engine.histogram import HistogramSnapshot
@@ -42,6 +41,7 @@ from agent.service.app import AgentApp
 from agent.service.compose import build_agent
 from agent.service.notify import Notifier
 from sim.broker import Broker
+from tests.support.soak import all_plugins_config
 
 pytestmark = pytest.mark.soak
 

@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from soak_kit import all_plugins_config
 
 from agent.config.sections import AgentConfig
 from agent.engine.report import rss_mb
 from agent.service.app import AgentApp
 from agent.service.compose import build_agent
 from sim.throttle import Throttle
+from tests.support.soak import all_plugins_config
 
 pytestmark = pytest.mark.soak
 

@@ -26,7 +26,6 @@ from typing import Any, ClassVar
 
 import pytest
 from pydantic import Field
-from soak_kit import GENERIC, all_plugins_config
 
 from agent.config.sections import AgentConfig
 from agent.engine.report import rss_mb
@@ -37,6 +36,7 @@ from agent.service.compose import build_agent, status_line
 from agent.sync.outbox import Message, MessageClass, Outbox
 from agent.sync.service import SyncService
 from sim.broker import Broker
+from tests.support.soak import GENERIC, all_plugins_config
 
 pytestmark = pytest.mark.soak
 

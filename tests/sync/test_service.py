@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sync_fakes import FakeEngine
 
 from agent.sync.service import SyncService
 from agent.transport import InboundMessage
+from tests.support.sync import FakeEngine
 
 Until = Callable[..., bool]
 
@@ -145,7 +145,7 @@ def outage(
     assert until(lambda: consumer.count(topic) > 100, 10)
     broker.stop()
     assert until(lambda: not service.link.connected, 5)
-    time.sleep(down_s)
+    time.sleep(down_s)  # the scenario: an outage of down_s while the engine keeps producing
     stored_while_down = service.counters()["outbox_depth"]
     broker.start()
     assert consumer.wait_for(lambda: all_seqs(consumer, topic, events), 60), (
@@ -229,7 +229,10 @@ def test_transport_subscribe_and_durable_retained_publish(
     service.subscribe("ext/+/reading", got.append)
     assert until(lambda: service.link.connected)
     probe = probe_factory(broker)
-    time.sleep(0.2)  # the SUBSCRIBE went out with the connect; let it settle
+    # Another client's SUBACK is invisible: a warm-up message that arrives proves the filter.
+    assert probe.publish_until("ext/warmup/reading", b"{}", lambda: len(got) > 0)
+    assert until(lambda: got[-1].topic == "ext/warmup/reading")
+    got.clear()
     probe.publish("ext/a/reading", b'{"v": 1}')
     assert until(lambda: len(got) == 1)
     assert got[0].topic == "ext/a/reading" and got[0].payload == b'{"v": 1}'
@@ -264,7 +267,7 @@ def test_mqtt_311(
 def test_many_agents_in_one_process_have_distinct_clients(
     shared_broker: Any, tmp_path: Path, start_service: Any, probe_factory: Any
 ) -> None:
-    from sync_fakes import agent_config
+    from tests.support.sync import agent_config
 
     probe = probe_factory(shared_broker)
     probe.subscribe("edge/+/status")

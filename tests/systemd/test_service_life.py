@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from service_kit import MQTT_USER, UNIT, Service, figures
 
 from sim.broker import Broker
+from tests.support.systemd import MQTT_USER, UNIT, Service, figures
 
 pytestmark = pytest.mark.systemd
 

@@ -1,6 +1,6 @@
 """Train the models the OTA tests update to; run with the train venv from the repo root.
 
-    /work/train-venv/bin/python -m tests.ota.data.make_models [NAME ...|quality]
+    .venv-train/bin/python -m tests.ota.data.make_models [NAME ...|quality]
 
 Each is a real model of the waveform task (models/train/waveform.py), exported with the same
 pipeline as the shipped one, into tests/ota/data/<folder>:
@@ -24,14 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[3]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from models.train import waveform as wf  # noqa: E402
-from models.train.export import _float_onnx, _sha256, export_model  # noqa: E402
+# Run with -m from the repository root (see above), which puts `models.train` on sys.path.
+from models.train import waveform as wf
+from models.train.export import _float_onnx, _sha256, export_model
 
 DATA = Path(__file__).resolve().parent
+ROOT = DATA.parents[2]
 
 
 def _train(model: object, x: np.ndarray, y: np.ndarray, epochs: int) -> None:

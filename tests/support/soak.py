@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-_SYNC_KIT = str(Path(__file__).resolve().parents[1] / "sync")
-if _SYNC_KIT not in sys.path:
-    sys.path.insert(0, _SYNC_KIT)
-
-from sync_fakes import agent_config  # noqa: E402
-
-from agent.config import load_config  # noqa: E402
-from agent.config.sections import AgentConfig  # noqa: E402
+from agent.config import load_config
+from agent.config.sections import AgentConfig
+from tests.support.sync import agent_config
 
 REPO = Path(__file__).resolve().parents[2]
 GENERIC = REPO / "firmware-configs" / "generic-x86.toml"

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nspawn_kit import Container
+from tests.support.nspawn import Container
 
 UNIT = "edge-agent.service"
 CONFIG = "/etc/edge-agent/agent.toml"
