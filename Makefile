@@ -59,8 +59,10 @@ systemd-test: $(STAMP) mosquitto systemd-tools
 fleet: $(STAMP) mosquitto
 	$(PY) -m pytest -q -m fleet
 
+# The code and its tests: ruff over the tree, mypy over agent/ and tests/ (pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)

@@ -60,7 +60,7 @@ def test_a_model_that_outputs_nan_is_named(
     assert list(tmp_path.iterdir()) == []  # the staging folder went too
 
 
-def _onnx_model(tmp_path: Path, dims: list[object], elem: int = 1) -> Path:
+def _onnx_model(tmp_path: Path, dims: list[str | int | None], elem: int = 1) -> Path:
     from onnx import TensorProto, helper, save
 
     x = helper.make_tensor_value_info("x", elem, dims)

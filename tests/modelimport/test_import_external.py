@@ -50,7 +50,7 @@ def test_a_scikit_learn_pipeline_is_quantized_and_keeps_its_accuracy(
     err = quality["outputs"]["probabilities"]  # type: ignore[index]
     assert 0 < err["mean_abs_error"] <= err["max_abs_error"] < err["tolerance"]
     assert quality["float_onnx_bytes"] > 0 and quality["int8_onnx_bytes"] > 0  # type: ignore[operator]
-    assert set(quality["latency_us"]) == {"onnx int8", "onnx float (eval)"}  # type: ignore[arg-type]
+    assert set(quality["latency_us"]) == {"onnx int8", "onnx float (eval)"}  # type: ignore[call-overload]
     for header in ("max |int8-float|", "top-1 agreement", "accuracy", "tight p50", "@1000 Hz"):
         assert header in out
 

@@ -18,6 +18,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent.config import load_config
+from agent.config.hal import MqttDeviceConfig
 from agent.config.sections import RuntimeConfig
 from agent.errors import ModelError, PluginError
 from agent.runtime.base import Model
@@ -116,7 +117,9 @@ def test_the_example_config_validates_and_switches_to_the_simulator() -> None:
     (pc,) = cfg.plugins
     assert (pc.name, pc.model) == ("model_runner", "waveform_classifier")
     ModelRunnerParams.model_validate(pc.params)
-    assert cfg.hal.devices["model_runner.signal"].topic == "lab/signal"
+    signal_device = cfg.hal.devices["model_runner.signal"]
+    assert isinstance(signal_device, MqttDeviceConfig)
+    assert signal_device.topic == "lab/signal"
     sim_cfg = load_config(EXAMPLE, check_files=False, env={"EDGE_AGENT__HAL__DEVICES": "{}"})
     assert sim_cfg.hal.devices == {} and sim_cfg.hal.backend == "sim"
 

@@ -103,7 +103,7 @@ def test_bind_rejects_unusable_buffers(model: Model) -> None:
     good_in = [np.zeros(s.shape, np.float32) for s in model.inputs]
     good_out = [np.zeros(s.shape, np.float32) for s in model.outputs]
     shape = model.inputs[0].shape
-    bad = [
+    bad: list[Any] = [
         np.zeros(shape, np.float64),
         np.zeros((*shape, 2), np.float32),
         np.zeros((*shape[:-1], shape[-1] * 2), np.float32)[..., ::2],

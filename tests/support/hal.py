@@ -52,7 +52,7 @@ class SimHarness:
     def __init__(self) -> None:
         self.sim = kit.WaveSim()
         self.sim.reset(0)
-        self.backend = SimHal({self.plugin: self.sim})
+        self.backend: HalBackend = SimHal({self.plugin: self.sim})
 
     def inject(self, value: Array | None) -> None:
         """Set the window the simulator returns, or a dropout."""

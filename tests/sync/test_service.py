@@ -55,7 +55,7 @@ def test_status_online_and_state_are_retained_and_offline_on_clean_stop(
     state = late.wait_payload(f"edge/{device}/state")
     assert state["plugins"][0]["name"] == "gen" and state["version"]
     assert state["accelerator"] == "cpu"
-    first = {}
+    first: dict[str, bool] = {}
     for topic, _, retained, _ in late.messages:
         first.setdefault(topic, retained)
     assert first[f"edge/{device}/status"] and first[f"edge/{device}/state"]

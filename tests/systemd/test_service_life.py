@@ -434,7 +434,7 @@ def test_an_ota_model_survives_a_reboot(
 
 
 def _shipped_model(name: str) -> Path:
-    from agent.runtime.shipped import shipped_models_dir
+    from agent.shipped import shipped_models_dir
 
     return shipped_models_dir() / name
 
@@ -443,5 +443,6 @@ def _model_version(probe: Any, base: str, plugin: str) -> str | None:
     reply = probe.command(base, "plugins.list")
     for p in reply.get("result", []):
         if p["name"] == plugin:
-            return p.get("model_version")
+            version = p.get("model_version")
+            return None if version is None else str(version)
     return None

@@ -21,6 +21,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -146,7 +147,7 @@ def make_nan(trained: object) -> None:
     probs = trained(inp)
 
     class ZeroOverZero(keras.layers.Layer):  # type: ignore[misc]
-        def call(self, inputs: list[object]) -> object:
+        def call(self, inputs: list[Any]) -> Any:
             p, x = inputs
             zero = x[:, :1] - x[:, :1]  # data dependent, so the converter cannot fold it away
             return p + zero / zero
