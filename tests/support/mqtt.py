@@ -1,4 +1,5 @@
-"""The test-side MQTT client: records what it receives per topic and sends commands."""
+"""The test-side MQTT client (records what it receives per topic, sends commands) and a recorder
+of every message with its receive time, for tests that measure windows."""
 
 from __future__ import annotations
 
@@ -197,3 +198,33 @@ class MqttProbe:
         """Disconnect and stop the network thread."""
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class Recorder:
+    """Every message of one device, with the test's monotonic receive time."""
+
+    def __init__(self, forward: Callable[[Any, Any, Any], None]) -> None:
+        self.rows: list[tuple[float, str, Any]] = []
+        self._lock = threading.Lock()
+        self._forward = forward
+
+    def on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        """paho callback: keep (receive time, topic, JSON payload), then pass it on."""
+        self._forward(client, userdata, msg)
+        try:
+            payload = json.loads(msg.payload)
+        except ValueError:
+            payload = None
+        with self._lock:
+            self.rows.append((time.monotonic(), msg.topic, payload))
+
+    def between(self, start: float, end: float, suffix: str) -> list[Any]:
+        """Payloads received in [start, end) on topics ending with `suffix`."""
+        with self._lock:
+            rows = list(self.rows)
+        return [p for t, topic, p in rows if start <= t < end and topic.endswith(suffix)]
+
+    def all(self, part: str) -> list[tuple[str, Any]]:
+        """(topic, payload) of every message whose topic contains `part`."""
+        with self._lock:
+            return [(topic, p) for _, topic, p in self.rows if part in topic]
