@@ -13,7 +13,7 @@ import pytest
 
 from sim.broker import free_port
 from sim.throttle import Throttle
-from tests.support.waiting import until
+from tests.support.waiting import unchanged, until
 
 
 class EchoServer:
@@ -137,13 +137,6 @@ def _flowing(relay: Throttle, nbytes: float) -> bool:
     return until(lambda: relay.bytes_up >= mark + nbytes, 10.0, 0.005)
 
 
-def _still(relay: Throttle, span: float = 0.1) -> bool:
-    """True when nothing went upstream for `span` seconds (what was in flight has landed)."""
-    mark = relay.bytes_up
-    time.sleep(span)  # the window in which nothing may move
-    return relay.bytes_up == mark
-
-
 def test_the_cap_holds_and_follows_set_rate(echo: EchoServer) -> None:
     slow, fast = 100_000.0, 400_000.0
     with Throttle("127.0.0.1", echo.port, rate=slow) as relay, connect(relay) as sock:
@@ -189,7 +182,8 @@ def test_resume_after_pause_respects_the_rate(echo: EchoServer) -> None:
         threading.Thread(target=_flood, args=(sock, stop), daemon=True).start()
         assert _flowing(relay, rate * 0.1)
         relay.pause()
-        assert until(lambda: _still(relay), 5.0, 0.0)  # what was in flight has landed
+        # What was in flight has landed: nothing more goes upstream.
+        assert until(lambda: unchanged(lambda: relay.bytes_up, 0.1), 5.0, 0.0)
         held = relay.bytes_up
         time.sleep(0.2)  # the scenario: paused for a while, and nothing moves
         assert relay.bytes_up == held

@@ -14,3 +14,11 @@ def until(predicate: Callable[[], object], timeout: float = 10.0, step: float = 
             return False
         time.sleep(step)
     return True
+
+
+def unchanged(read: Callable[[], object], span: float) -> bool:
+    """True when `read()` gives the same value at both ends of `span` seconds: something has
+    stopped moving. For `until(lambda: unchanged(...))`, never as a guess on its own."""
+    before = read()
+    time.sleep(span)  # the window in which nothing may move
+    return read() == before
