@@ -24,7 +24,7 @@ def _run_for(loop: Loop, seconds: float) -> float:
     loop.start()
     assert loop.started.wait(5.0)
     begin = time.perf_counter()
-    threading.Event().wait(seconds)
+    threading.Event().wait(seconds)  # the run measured
     end = time.perf_counter()
     loop.stop()
     assert loop.join(5.0)

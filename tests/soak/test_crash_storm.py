@@ -87,7 +87,7 @@ class StormPlugin(Plugin):
             cls.crashes.append(time.monotonic())
             raise RuntimeError(f"storm crash {len(cls.crashes)}")
         while cls.hang:
-            time.sleep(0.001)
+            time.sleep(0.001)  # the scenario: a tick stuck until the test lets go
 
 
 def _config(broker: Broker, device_id: str, state_dir: Path) -> AgentConfig:

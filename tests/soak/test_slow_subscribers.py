@@ -41,7 +41,7 @@ def _phase(app: AgentApp, fast: Backend, seconds: float) -> tuple[dict[str, Any]
     sampler = Sampler(app)
     window = Window(app)
     n0 = len(fast.payloads)
-    time.sleep(seconds)
+    time.sleep(seconds)  # the phase measured
     figures = window.close()
     figures["fast_received_per_s"] = round((len(fast.payloads) - n0) / figures["seconds"], 2)
     return figures, sampler.stop()

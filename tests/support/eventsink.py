@@ -9,12 +9,12 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from sim.broker import Broker
 from tests.support.paths import child_env
+from tests.support.waiting import until
 
 
 class EventSink:
@@ -34,12 +34,15 @@ class EventSink:
 
     def wait_subscribed(self, timeout: float = 15.0) -> None:
         """Return once the subscriptions are acknowledged (the first line says READY)."""
-        deadline = time.monotonic() + timeout
-        while not self.out.read_bytes().startswith(b"READY\n"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise AssertionError(f"event sink did not subscribe: {err}")
-            time.sleep(0.05)
+
+        def ready() -> bool:
+            return self.out.read_bytes().startswith(b"READY\n")
+
+        # Stop early when the process died: it will never say READY.
+        until(lambda: ready() or self.proc.poll() is not None, timeout, 0.05)
+        if not ready():
+            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            raise AssertionError(f"event sink did not subscribe: {err}")
 
     def count(self) -> int:
         """Messages received so far."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tests.support.nspawn import Container
+from tests.support.waiting import until
 
 UNIT = "edge-agent.service"
 CONFIG = "/etc/edge-agent/agent.toml"
@@ -54,13 +54,14 @@ class Service:
         self, predicate: Callable[[dict[str, str]], bool], timeout: float, step: float = 0.05
     ) -> dict[str, str]:
         """Poll `show()` until `predicate` holds; the properties then (fails on timeout)."""
-        deadline = time.monotonic() + timeout
-        props = self.show()
-        while not predicate(props):
-            assert time.monotonic() < deadline, f"unit never got there: {props}"
-            time.sleep(step)
-            props = self.show()
-        return props
+        seen: list[dict[str, str]] = []
+
+        def reached() -> bool:
+            seen[:] = [self.show()]
+            return predicate(seen[0])
+
+        assert until(reached, timeout, step), f"unit never got there: {seen}"
+        return seen[0]
 
     def wait_running(self, timeout: float = 60.0) -> dict[str, str]:
         """Wait for active (running) with a main PID."""
