@@ -64,8 +64,10 @@ fleet: $(STAMP) mosquitto
 brokers: $(STAMP) mosquitto
 	$(PY) -m pytest -q -s -m brokers tests/brokers
 
+# The code and its tests: ruff over the tree, mypy over agent/ and tests/ (pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)

@@ -6,13 +6,14 @@ Figures are checked for shape and sanity only: targets are reported by the bench
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import engine_testkit as kit
 import pytest
+
+from tests.support import engine as kit
+from tests.support.paths import child_env
 
 EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
 
@@ -24,7 +25,7 @@ def test_bench_prints_one_json_object_with_every_figure(tmp_path: Path) -> None:
         f'state_dir = "{tmp_path / "state"}"\nmodels_dir = "{kit.MODELS}"\n'
         '[mqtt]\nenabled = false\n[[plugins]]\nname = "wave"\nrate_hz = 200\n'
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(kit.TESTKIT_DIR)])}
+    env = child_env(site)
     args = ["--config", str(config), "--duration", "2", "--floor-duration", "0.5", "--json"]
     out = subprocess.run(
         [EDGE_AGENT, "bench", *args],
@@ -56,7 +57,7 @@ def test_bench_sync_adds_publish_and_outbox_figures(tmp_path: Path) -> None:
         f'state_dir = "{tmp_path / "state"}"\nmodels_dir = "{kit.MODELS}"\n'
         '[mqtt]\nenabled = false\n[[plugins]]\nname = "wave"\nrate_hz = 100\n'
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(kit.TESTKIT_DIR)])}
+    env = child_env(site)
     args = ["--config", str(config), "--duration", "1", "--floor-duration", "0.5", "--sync"]
     out = subprocess.run(
         [EDGE_AGENT, "bench", *args, "--json"], capture_output=True, text=True, timeout=300, env=env

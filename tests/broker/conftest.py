@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,11 +15,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_ACL = REPO / "firmware-configs" / "mosquitto" / "edge-agent.acl"
 OPERATOR = "ops-admin"
-
-for kit in ("ota", "sync"):  # the OTA and sync test kits (whole agents)
-    path = str(REPO / "tests" / kit)
-    if path not in sys.path:
-        sys.path.insert(0, path)
 
 
 @dataclass

@@ -10,18 +10,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import OPERATOR, Fleet
-from ota_testkit import NAME, V1_1, Agent, agent_config, pack
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from sync_fakes import FakeEngine
-from sync_fakes import agent_config as sync_config
 
 from agent.config.sections import AgentConfig
 from agent.ota import Bundle
 from agent.ota.mqtt import frame_chunk
 from agent.ota.publisher import BrokerOptions, Publisher, Target
 from agent.sync.service import SyncService
+from tests.broker.conftest import OPERATOR, Fleet
+from tests.support.ota import NAME, V1_1, Agent, agent_config, pack
+from tests.support.sync import FakeEngine
+from tests.support.sync import agent_config as sync_config
 
 
 def logged_in(cfg: AgentConfig, fleet: Fleet, user: str) -> AgentConfig:
@@ -82,7 +82,7 @@ def test_a_device_reads_its_own_group_and_fleet_orders_only(
 def command(ops: Any, base: str, name: str, args: dict[str, Any], reply_to: str) -> Any:
     """A command as an operator tool sends it: reply prefix topic, correlation, requester."""
     corr = uuid.uuid4().hex.encode()
-    props = Properties(PacketTypes.PUBLISH)
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     props.ResponseTopic = reply_to
     props.CorrelationData = corr
     props.UserProperty = ("requester", OPERATOR)

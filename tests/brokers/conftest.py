@@ -8,7 +8,6 @@ default suite; the others carry the `brokers` marker (`make brokers`): a RabbitM
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +18,6 @@ import pytest
 from agent.config.sections import AgentConfig
 from sim.broker import Broker
 from sim.brokers import NatsNode, RabbitMqNode, nats_path, rabbitmq_path
-
-# The OTA and sync test kits (ota_testkit, sync_fakes) are reused here.
-for _kit in ("ota", "sync"):
-    _path = str(Path(__file__).resolve().parents[1] / _kit)
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ota_testkit import V1_1, Agent, pack
-from ota_testkit import agent_config as ota_agent_config
-from sync_fakes import FakeEngine, agent_config
 
 from agent.cli.main import main
 from agent.config.sections import AgentConfig
 from agent.sync.service import SyncService
 from sim.brokers import NatsNode, nats_cluster, nats_path
+from tests.support.ota import V1_1, Agent, pack
+from tests.support.ota import agent_config as ota_agent_config
+from tests.support.sync import FakeEngine, agent_config
 
 pytestmark = pytest.mark.brokers
 EVENTS = 600
@@ -125,7 +125,9 @@ def test_an_agent_fails_over_without_losing_events_and_a_rollout_completes(
         assert until(lambda: all(lk.connected and lk.broker != n1.address for lk in on_n1), 60)
         failover_s = time.monotonic() - killed
 
-        seen = lambda: {p["seq"] for p in watcher.payloads(events_topic)}  # noqa: E731
+        def seen() -> set[int]:
+            return {p["seq"] for p in watcher.payloads(events_topic)}
+
         assert watcher.wait_for(lambda: len(seen()) >= EVENTS, 60), (
             f"lost seqs: {sorted(set(range(1, EVENTS + 1)) - seen())[:20]}"
         )

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sync_fakes import agent_config
 
 from agent.config.loader import load_config
 from agent.errors import ConfigError
 from agent.transport.link import MqttLink
+from tests.support.sync import agent_config
 
 
 def _errors(tmp_path: Path, toml: str) -> dict[str, tuple[str, Any]]:

@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MatrixBroker
-from ota_testkit import V1_1, Agent, pack
-from ota_testkit import agent_config as ota_agent_config
-from sync_fakes import FakeEngine, agent_config
 
 from agent.cli.main import main
 from agent.config.sections import AgentConfig
 from agent.sync.service import SyncService
+from tests.brokers.conftest import MatrixBroker
+from tests.support.ota import V1_1, Agent, pack
+from tests.support.ota import agent_config as ota_agent_config
+from tests.support.paths import child_env
+from tests.support.sync import FakeEngine, agent_config
 
-SCRIPT = Path(__file__).resolve().parents[1] / "sync" / "sync_fakes.py"
 Until = Callable[..., bool]
 
 
@@ -162,7 +162,8 @@ def _spawn(config: AgentConfig, tmp: Path) -> subprocess.Popen[str]:
     cfg_file = tmp / "agent.json"
     cfg_file.write_text(config.model_dump_json())
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), str(cfg_file)],
+        [sys.executable, "-m", "tests.support.sync", str(cfg_file)],
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -21,10 +21,7 @@ Until = Callable[..., bool]
 @pytest.fixture
 def live_agent(broker: Any, tmp_path: Path, unique_id: str, until: Until) -> Iterator[SyncService]:
     """A real sync service (FakeEngine, one running plugin) on the test's own broker."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
-    from sync_fakes import FakeEngine, agent_config
+    from tests.support.sync import FakeEngine, agent_config
 
     config: AgentConfig = agent_config(broker.port, f"{unique_id}-live", tmp_path / "s")
     engine = FakeEngine()

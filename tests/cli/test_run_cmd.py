@@ -15,10 +15,8 @@ from typing import Any
 
 import pytest
 
-KIT_DIR = Path(__file__).resolve().parents[1] / "engine"
-sys.path.insert(0, str(KIT_DIR))
-
-import engine_testkit as kit  # noqa: E402
+from tests.support import engine as kit
+from tests.support.paths import child_env
 
 EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
 SUMMARY = re.compile(r"plugin=(\w+) state=(\w+) rate_hz=([\d.]+) ticks=(\d+)")
@@ -28,7 +26,7 @@ SUMMARY = re.compile(r"plugin=(\w+) state=(\w+) rate_hz=([\d.]+) ticks=(\d+)")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The test plugins registered as an installed distribution, on PYTHONPATH."""
     site = kit.write_entry_points(tmp_path_factory.mktemp("site"))
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(KIT_DIR)])}
+    return child_env(site)
 
 
 def _config(tmp: Path, body: str) -> Path:

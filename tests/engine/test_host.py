@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import engine_testkit as kit
 import pytest
 
 from agent.engine.api import EngineControl
@@ -16,17 +14,10 @@ from agent.errors import ConfigError, ModelError, PluginError
 from agent.hal.sim import SimHal
 from agent.runtime.base import Model
 from agent.runtime.manifest import load_manifest
+from tests.support import engine as kit
+from tests.support.waiting import until
 
 ENGINE_THREADS = ("loop-", "supervisor")
-
-
-def _until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def _engine_threads() -> list[str]:
@@ -57,7 +48,7 @@ def test_host_is_an_engine_control(start_host: Callable[..., PluginHost]) -> Non
 
 def test_plugins_and_stats_report_every_field(start_host: Callable[..., PluginHost]) -> None:
     host = start_host([{"name": "wave", "rate_hz": 100}, {"name": "counter", "enabled": False}])
-    assert _until(lambda: host.tick_counters()["wave"] > 20)
+    assert until(lambda: host.tick_counters()["wave"] > 20)
     wave, counter = host.plugins()
     for key in (
         "name", "state", "rate_hz", "model", "model_version", "ticks", "overruns", "restarts",
@@ -81,7 +72,7 @@ def test_telemetry_reaches_the_channel_and_actuators_the_simulator(
 ) -> None:
     host = start_host([{"name": "wave", "rate_hz": 200, "params": {"telemetry_every": 5}}])
     (channel,) = host.channels()
-    assert _until(lambda: channel.pending[0] >= 10)
+    assert until(lambda: channel.pending[0] >= 10)
     _, rows = channel.drain_telemetry()
     assert rows.shape[1] == 2 and set(rows[:, 0].tolist()) <= {0.0, 1.0, 2.0, 3.0}
     backend = host.hal.backend("sim")
@@ -98,7 +89,7 @@ def test_stop_start_restart_and_clean_shutdown(start_host: Callable[..., PluginH
     assert "counter" not in host.tick_counters()
     assert "loop-counter" not in _engine_threads()
     host.start_plugin("counter")
-    assert _until(lambda: host.tick_counters().get("counter", 0) > 0)
+    assert until(lambda: host.tick_counters().get("counter", 0) > 0)
     host.restart_plugin("wave")
     assert host.plugins()[1]["restarts"] == 1 and host.plugins()[1]["state"] == "running"
     with pytest.raises(PluginError, match="nope"):
@@ -130,7 +121,7 @@ def test_param_changes_apply_between_ticks_never_mid_tick(
     host = start_host([{"name": "probe", "rate_hz": 200, "params": {"spin_us": 300}}])
     for value in range(1, 41):
         host.set_params("probe", {"value": value})
-    assert _until(lambda: kit.ParamProbePlugin.seen[-1:] == [40])
+    assert until(lambda: kit.ParamProbePlugin.seen[-1:] == [40])
     assert kit.ParamProbePlugin.mismatches == 0
     # Each change was in force from the tick after it was handed over: none was lost.
     assert kit.ParamProbePlugin.seen == list(range(41))
@@ -142,7 +133,7 @@ def test_params_set_while_stopped_are_used_at_the_next_start(
     host = start_host([{"name": "probe", "rate_hz": 100, "enabled": False}])
     host.set_params("probe", {"value": 7})
     host.start_plugin("probe")
-    assert _until(lambda: kit.ParamProbePlugin.seen[-1:] == [7])
+    assert until(lambda: kit.ParamProbePlugin.seen[-1:] == [7])
 
 
 def test_model_swap_happens_between_ticks_without_skipping(
@@ -164,7 +155,7 @@ def test_model_swap_happens_between_ticks_without_skipping(
         def ticked(t: int = target) -> bool:
             return bool(host.stats()["wave"]["ticks"] > t)
 
-        assert _until(ticked)
+        assert until(ticked)
         after = host.stats()["wave"]
         attempts.append(after["skipped"] - before["skipped"])
         if attempts[-1] == 0:
@@ -185,7 +176,7 @@ def test_an_incompatible_model_is_refused_and_the_old_one_keeps_running(
         model.close()
     assert host.model_slots()["wave"].model.name == kit.WAVE_MODEL
     ticks = host.tick_counters()["wave"]
-    assert _until(lambda: host.tick_counters()["wave"] > ticks)
+    assert until(lambda: host.tick_counters()["wave"] > ticks)
 
 
 def test_swapping_in_the_running_model_is_refused(start_host: Callable[..., PluginHost]) -> None:
@@ -194,7 +185,7 @@ def test_swapping_in_the_running_model_is_refused(start_host: Callable[..., Plug
     with pytest.raises(ModelError, match="already active"):
         host.swap_model("wave", running)
     ticks = host.tick_counters()["wave"]
-    assert _until(lambda: host.tick_counters()["wave"] > ticks)
+    assert until(lambda: host.tick_counters()["wave"] > ticks)
 
 
 def _model_with_other_shape() -> Model:
@@ -239,7 +230,7 @@ def test_reload_adds_removes_rerates_and_reparams(start_host: Callable[..., Plug
     assert [p["name"] for p in host.plugins()] == ["counter", "probe"]
     assert host.plugins()[0]["rate_hz"] == 200.0
     assert host.set_params("counter", {}) == {"gain": 3.0, "label": "a"}
-    assert _until(lambda: host.tick_counters().get("probe", 0) > 0)
+    assert until(lambda: host.tick_counters().get("probe", 0) > 0)
     assert kit.ParamProbePlugin.seen[-1] == 5
     assert "loop-slow" not in _engine_threads()
 

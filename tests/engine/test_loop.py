@@ -16,6 +16,7 @@ import pytest
 from agent.config.sections import EngineConfig
 from agent.engine.loop import Loop, period_ns
 from agent.engine.process import RealtimeMode
+from tests.support.waiting import until
 
 
 def _run_for(loop: Loop, seconds: float) -> float:
@@ -23,7 +24,7 @@ def _run_for(loop: Loop, seconds: float) -> float:
     loop.start()
     assert loop.started.wait(5.0)
     begin = time.perf_counter()
-    threading.Event().wait(seconds)
+    threading.Event().wait(seconds)  # the run measured
     end = time.perf_counter()
     loop.stop()
     assert loop.join(5.0)
@@ -81,7 +82,7 @@ def test_stop_ends_the_thread_even_at_a_low_rate() -> None:
     loop = Loop("low", lambda now: None, rate_hz=0.5)
     loop.start()
     assert loop.started.wait(5.0)
-    time.sleep(0.05)
+    assert until(lambda: loop.ticks >= 1)  # the first tick is done: now it waits out 2 s
     loop.stop()
     # The loop sleeps in slices of at most 50 ms, so it ends long before its 2 s period is over.
     assert loop.join(1.0)
@@ -107,7 +108,7 @@ def test_mail_runs_on_the_loop_thread_between_ticks() -> None:
         state["in_tick"] = True
         if not loop_thread:
             loop_thread.append(threading.get_ident())
-        time.sleep(0.0005)
+        time.sleep(0.0005)  # the scenario: a tick that takes time, for mail to land during
         state["in_tick"] = False
 
     def change() -> int:
@@ -135,8 +136,7 @@ def test_mail_errors_go_back_to_the_sender_and_the_loop_runs_on() -> None:
             loop.post(lambda: empty["missing"])
         before = loop.ticks
         assert loop.post(lambda: 42) == 42
-        time.sleep(0.05)
-        assert loop.ticks > before
+        assert until(lambda: loop.ticks > before)
         assert loop.alive
     finally:
         loop.stop()
@@ -160,8 +160,10 @@ def test_a_mail_that_times_out_is_never_applied_later() -> None:
     assert loop.started.wait(5.0)
     with pytest.raises(TimeoutError):
         loop.post(lambda: applied.append(True), timeout=0.1)
+    stuck_at = loop.ticks
     release.set()
-    time.sleep(0.1)
+    # Mail runs between ticks: two more ticks and a kept mail would have run by now.
+    assert until(lambda: loop.ticks >= stuck_at + 2)
     loop.stop()
     loop.join(5.0)
     assert applied == []
@@ -172,13 +174,13 @@ def test_rate_change_applies_from_the_next_deadline() -> None:
     loop.start()
     assert loop.started.wait(5.0)
     try:
-        time.sleep(0.2)
+        assert until(lambda: loop.ticks >= 20)  # warmed up
         t0, n0 = time.perf_counter(), loop.ticks + loop.skipped
-        time.sleep(1.0)
+        time.sleep(1.0)  # the measurement window, not a wait for something
         slow_rate = (loop.ticks + loop.skipped - n0) / (time.perf_counter() - t0)
         loop.set_rate(300.0)
         t1, n1 = time.perf_counter(), loop.ticks + loop.skipped
-        time.sleep(1.0)
+        time.sleep(1.0)  # the measurement window
         fast_rate = (loop.ticks + loop.skipped - n1) / (time.perf_counter() - t1)
     finally:
         loop.stop()
@@ -209,12 +211,12 @@ def test_loop_body_does_not_grow_memory() -> None:
     loop = Loop("alloc", lambda now: None, rate_hz=1000.0)
     loop.start()
     assert loop.started.wait(5.0)
-    time.sleep(0.2)
+    assert until(lambda: loop.ticks >= 200)  # warmed up
     tracemalloc.start()
     try:
         before = tracemalloc.take_snapshot()
         ticks = loop.ticks
-        time.sleep(1.0)
+        time.sleep(1.0)  # the window the snapshots compare
         after = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()

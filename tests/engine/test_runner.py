@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
@@ -15,6 +14,7 @@ from agent.engine.runner import PluginRunner
 from agent.errors import PluginError
 from agent.plugin.base import Plugin, PluginContext, PluginParams
 from agent.plugin.channel import OutputChannel
+from tests.support.waiting import until
 
 
 class PickyParams(PluginParams):
@@ -45,15 +45,6 @@ class PickyPlugin(Plugin):
         self.params = params
 
 
-def _until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(0.002)
-    return False
-
-
 @pytest.fixture
 def runner() -> Iterator[PluginRunner]:
     PickyPlugin.instances.clear()
@@ -67,7 +58,7 @@ def runner() -> Iterator[PluginRunner]:
         engine=EngineConfig(),
     )
     r.start()
-    assert _until(lambda: r.ready)
+    assert until(lambda: r.ready)
     yield r
     r.stop()
 
@@ -94,7 +85,7 @@ def test_params_the_plugin_refuses_change_nothing(runner: PluginRunner) -> None:
     assert runner.params == PickyParams() and runner.rate_hz == 200.0
     assert (plugin.ctx.params, plugin.ctx.rate_hz) == (PickyParams(), 200.0)
     ticks = runner.counters()[0]
-    assert _until(lambda: runner.counters()[0] > ticks)  # still ticking after the refusal
+    assert until(lambda: runner.counters()[0] > ticks)  # still ticking after the refusal
 
 
 def test_a_stopped_plugin_gets_what_was_applied_at_its_next_start(runner: PluginRunner) -> None:

@@ -7,14 +7,15 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import engine_testkit as kit
 import pytest
 
 from agent.engine.host import PluginHost
 from agent.engine.supervisor import Backoff, OverrunWatch
 from agent.plugin.base import PluginContext
+from tests.support import engine as kit
+from tests.support.waiting import until
 
 
 def test_backoff_doubles_up_to_the_maximum_and_resets_after_a_stable_run() -> None:
@@ -33,15 +34,6 @@ def test_overrun_watch_judges_whole_windows() -> None:
     assert watch.update(1.0, 100, 5) is True  # 5 % > 1 %
     assert watch.update(2.0, 200, 5) is False
     assert watch.update(3.0, 205, 5) is None  # too few ticks to judge
-
-
-def _until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 @pytest.fixture
@@ -78,9 +70,9 @@ def test_a_crashing_plugin_restarts_with_backoff_while_another_keeps_its_rate(
         host.start()
         before = host.stats()["counter"]
         t0 = time.perf_counter()
-        saw_backoff = _until(lambda: host.plugins()[0]["state"] == "backoff")
-        assert _until(lambda: kit.CrashyPlugin.crashed == 5 and len(setups) == 6)
-        assert _until(lambda: host.plugins()[0]["state"] == "running")
+        saw_backoff = until(lambda: host.plugins()[0]["state"] == "backoff")
+        assert until(lambda: kit.CrashyPlugin.crashed == 5 and len(setups) == 6)
+        assert until(lambda: host.plugins()[0]["state"] == "running")
         after = host.stats()["counter"]
         elapsed = time.perf_counter() - t0
     finally:
@@ -119,13 +111,13 @@ def test_a_chronic_overrunner_is_reported_and_slowed_others_keep_their_rate(
     host = kit.make_host(config, overrun_window_s=0.3)
     hosts.append(host)
     host.start()
-    assert _until(lambda: host.plugins()[0]["rate_reductions"] >= 1)
+    assert until(lambda: host.plugins()[0]["rate_reductions"] >= 1)
     slow, counter = host.plugins()
     assert slow["overrunning"] is True
     assert slow["rate_hz"] <= 50.0 and slow["configured_rate_hz"] == 100.0
     assert counter["rate_hz"] == 200.0 and counter["rate_reductions"] == 0
     before, t0 = host.stats()["counter"], time.perf_counter()
-    time.sleep(1.0)
+    time.sleep(1.0)  # the measurement window
     after, elapsed = host.stats()["counter"], time.perf_counter() - t0
     deadlines = (after["ticks"] + after["skipped"]) - (before["ticks"] + before["skipped"])
     assert deadlines == pytest.approx(200.0 * elapsed, rel=0.05)
@@ -141,8 +133,8 @@ def test_overruns_are_reported_without_slowing_when_not_configured(
     host = kit.make_host(config, overrun_window_s=0.3)
     hosts.append(host)
     host.start()
-    assert _until(lambda: host.plugins()[0]["overrunning"] is True)
-    time.sleep(0.7)
+    assert until(lambda: host.plugins()[0]["overrunning"] is True)
+    time.sleep(0.7)  # the scenario: two more overrun windows in which nothing may slow it
     slow = host.plugins()[0]
     assert slow["rate_hz"] == 100.0 and slow["rate_reductions"] == 0
     assert slow["overruns"] > 0
@@ -175,7 +167,7 @@ def test_a_crash_storm_logs_one_line_per_crash_and_one_traceback(
     host = kit.make_host(config)
     hosts.append(host)
     host.start()
-    assert _until(lambda: kit.CrashyPlugin.crashed == 40 and host.plugins()[0]["restarts"] == 40)
+    assert until(lambda: kit.CrashyPlugin.crashed == 40 and host.plugins()[0]["restarts"] == 40)
     info = host.plugins()[0]
     assert info["crashes"] == 40 and info["last_error"] == "RuntimeError: boom 40"
     assert host.stats()["crashy"]["crashes"] == 40  # metrics carry the storm too
@@ -204,7 +196,7 @@ def test_a_plugin_failing_in_setup_keeps_retrying_with_one_line_a_try(
     host = kit.make_host(config)
     hosts.append(host)
     host.start()
-    assert _until(lambda: host.plugins()[0]["crashes"] >= 20)
+    assert until(lambda: host.plugins()[0]["crashes"] >= 20)
     info = host.plugins()[0]
     assert info["state"] == "backoff" and info["restarts"] == 0
     assert "calibration table missing" in info["last_error"]
@@ -242,14 +234,12 @@ def test_the_watchdog_check_ignores_a_crash_storm_but_catches_a_stuck_loop(
     try:
         failures = []
         for _ in range(80):
-            time.sleep(0.02)
+            time.sleep(0.02)  # the scenario: a watchdog asking every 20 ms
             failures.append(check())
         assert host.plugins()[0]["crashes"] >= 10
         assert failures == [None] * 80
         kit.HangPlugin.hang.set()
-        time.sleep(0.05)
-        check()
-        time.sleep(0.05)
-        assert check() == "loops not ticking: hang"
+        # Each check compares the tick counters with the previous check's.
+        assert until(lambda: check() == "loops not ticking: hang", 5.0, 0.05)
     finally:
         kit.HangPlugin.release.set()

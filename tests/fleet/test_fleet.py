@@ -9,6 +9,7 @@ from sim.fleet import run_fleet
 
 
 @pytest.mark.fleet
+@pytest.mark.mosquitto  # sim.fleet starts its own broker
 def test_fleet_of_four_agents() -> None:
     result = run_fleet(4, duration=15.0, rate_hz=10.0, ping_rounds=5)
     assert result["online"] == 4

@@ -1,18 +1,12 @@
-"""The `harness` fixture: every HAL backend registered in hal_harness.HARNESSES in turn."""
+"""The `harness` fixture: every HAL backend registered in tests.support.hal.HARNESSES in turn."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-for _dir in (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "engine"):
-    if str(_dir) not in sys.path:
-        sys.path.insert(0, str(_dir))
-
-from hal_harness import HARNESSES, HalHarness  # noqa: E402
+from tests.support.hal import HARNESSES, HalHarness
 
 
 @pytest.fixture(params=sorted(HARNESSES))

@@ -1,4 +1,4 @@
-"""The HAL contract, run over every backend registered in conftest.HARNESSES."""
+"""The HAL contract, run over every backend registered in tests.support.hal.HARNESSES."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from hal_harness import HalHarness, eventually
 
 from agent.errors import HalError
 from agent.hal.base import ActuatorSpec, SensorSpec
+from tests.support.hal import HalHarness
+from tests.support.waiting import until
 
 
 def _ramp(spec: SensorSpec | ActuatorSpec, start: float) -> np.ndarray:
@@ -24,7 +25,7 @@ def test_a_sensor_reads_into_the_callers_buffer(harness: HalHarness) -> None:
     harness.inject(want)
     out = np.zeros(harness.sensor_spec.shape, np.float32)
     buffer = out
-    assert eventually(lambda: sensor.read_into(out) and np.array_equal(out, want))
+    assert until(lambda: sensor.read_into(out) and np.array_equal(out, want))
     assert out is buffer and out.dtype == np.float32
 
 
@@ -33,9 +34,9 @@ def test_a_sensor_without_a_fresh_reading_says_so(harness: HalHarness) -> None:
     harness.backend.start()
     harness.inject(_ramp(harness.sensor_spec, 1.0))
     out = np.zeros(harness.sensor_spec.shape, np.float32)
-    assert eventually(lambda: sensor.read_into(out))
+    assert until(lambda: sensor.read_into(out))
     harness.inject(None)
-    assert eventually(lambda: not sensor.read_into(out), timeout=10.0)
+    assert until(lambda: not sensor.read_into(out), 10.0)
 
 
 def test_an_actuator_copies_what_it_is_given(harness: HalHarness) -> None:
@@ -46,7 +47,7 @@ def test_an_actuator_copies_what_it_is_given(harness: HalHarness) -> None:
     sent = value.copy()
     actuator.write(value)
     value += 100.0  # the caller reuses its buffer at once
-    assert eventually(lambda: (got := harness.observed()) is not None and np.array_equal(got, sent))
+    assert until(lambda: (got := harness.observed()) is not None and np.array_equal(got, sent))
 
 
 def test_an_unknown_device_is_a_hal_error(harness: HalHarness) -> None:
@@ -61,7 +62,7 @@ def test_reading_allocates_nothing(harness: HalHarness) -> None:
     harness.backend.start()
     harness.inject(_ramp(harness.sensor_spec, 0.0))
     out = np.zeros(harness.sensor_spec.shape, np.float32)
-    assert eventually(lambda: sensor.read_into(out))
+    assert until(lambda: sensor.read_into(out))
     tracemalloc.start()
     try:
         before = tracemalloc.take_snapshot()

@@ -4,7 +4,6 @@ staleness and actuator publishing."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,12 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import test_contract as contract
 
 from agent.config.sections import AgentConfig
 from agent.errors import HalError
 from agent.hal.base import ActuatorSpec, SensorSpec
 from agent.hal.mqtt import MqttActuator, MqttHal, extract_field, to_numbers
+from tests.hal import test_contract as contract
 
 WINDOW = 16
 
@@ -36,7 +35,7 @@ def hal_config(port: int, devices: dict[str, dict[str, Any]], tmp: Path) -> Agen
 class MqttHarness:
     """The mqtt backend with its own connection; the outside world is a test MQTT client.
 
-    For hal_harness.HARNESSES: `"mqtt": lambda request: MqttHarness(
+    For tests.support.hal.HARNESSES: `"mqtt": lambda request: MqttHarness(
         request.getfixturevalue("shared_broker"), request.getfixturevalue("probe_class"))`.
     """
 
@@ -167,11 +166,11 @@ def test_tasmota_sensor_bad_payloads_and_staleness(
         probe = probe_factory(shared_broker)
         out = np.zeros(1, np.float32)
         assert not sensor.read_into(out)  # nothing received yet
-        # A publish before the HAL's own SUBSCRIBE reached the broker would be lost.
+        # A publish before the HAL's own SUBSCRIBE reached the broker would be lost: repeat it
+        # until the sensor has it.
         assert until(lambda: hal.own_link_connected)
-        time.sleep(0.2)
-        probe.publish(topic, b'{"Time": "2024-01-01T00:00:00", "ENERGY": {"Power": 1234}}')
-        assert until(lambda: sensor.read_into(out))
+        first = b'{"Time": "2024-01-01T00:00:00", "ENERGY": {"Power": 1234}}'
+        assert probe.publish_until(topic, first, lambda: sensor.read_into(out))
         assert out[0] == 1234.0
         probe.publish(topic, b'{"ENERGY": {"Voltage": 230}}')  # no Power: ignored, counted
         probe.publish(topic, b"garbage{")

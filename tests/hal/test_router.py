@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import engine_testkit as kit
 import numpy as np
 import pytest
 
@@ -14,8 +13,9 @@ from agent.errors import HalError
 from agent.hal.base import ActuatorSpec, SensorSpec
 from agent.hal.router import Hal
 from agent.hal.sim import SimHal
+from tests.support import engine as kit
 
-SIM = "engine_testkit:WaveSim"
+SIM = "tests.support.engine:WaveSim"
 SENSORS = {"signal": SensorSpec((kit.WINDOW,))}
 ACTUATORS = {"label": ActuatorSpec((1,))}
 
@@ -86,6 +86,7 @@ def test_simulators_step_in_real_time_also_when_bound_while_running() -> None:
         hal.devices_for("a", simulator=SIM, sensors=SENSORS, actuators={})
         backend = hal.backend("sim")
         assert isinstance(backend, SimHal)
+        # The scenario: simulated time is measured against these two half-second spans.
         t0 = time.perf_counter()
         time.sleep(0.5)
         hal.devices_for("b", simulator=SIM, sensors=SENSORS, actuators={})  # bound while running

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from import_testkit import External, digits
+
+from tests.support.modelimport import External, digits
 
 
 @pytest.fixture(scope="session")

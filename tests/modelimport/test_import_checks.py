@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from import_testkit import FLOAT_TFLITE_WITH_NAN, WAVEFORM, External
 
 from agent.cli.main import main
 from agent.config.sections import CoralRuntime, CpuRuntime, NpuRuntime
@@ -14,6 +13,7 @@ from agent.modelimport.errors import ImportProblems
 from agent.modelimport.importer import ImportRequest, import_model
 from agent.runtime.manifest import load_manifest
 from agent.runtime.verify import verify_folder
+from tests.support.modelimport import FLOAT_TFLITE_WITH_NAN, WAVEFORM, External
 
 RATE = ["--rate-hz", "1000"]
 
@@ -60,7 +60,7 @@ def test_a_model_that_outputs_nan_is_named(
     assert list(tmp_path.iterdir()) == []  # the staging folder went too
 
 
-def _onnx_model(tmp_path: Path, dims: list[object], elem: int = 1) -> Path:
+def _onnx_model(tmp_path: Path, dims: list[str | int | None], elem: int = 1) -> Path:
     from onnx import TensorProto, helper, save
 
     x = helper.make_tensor_value_info("x", elem, dims)

@@ -7,11 +7,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from import_testkit import External
 
 from agent.cli.main import main
 from agent.runtime.manifest import load_manifest
 from agent.runtime.verify import verify_folder
+from tests.support.modelimport import External
 
 RATE = ["--rate-hz", "1000"]  # paced latency over 0.2 s instead of 2 s
 
@@ -50,7 +50,7 @@ def test_a_scikit_learn_pipeline_is_quantized_and_keeps_its_accuracy(
     err = quality["outputs"]["probabilities"]  # type: ignore[index]
     assert 0 < err["mean_abs_error"] <= err["max_abs_error"] < err["tolerance"]
     assert quality["float_onnx_bytes"] > 0 and quality["int8_onnx_bytes"] > 0  # type: ignore[operator]
-    assert set(quality["latency_us"]) == {"onnx int8", "onnx float (eval)"}  # type: ignore[arg-type]
+    assert set(quality["latency_us"]) == {"onnx int8", "onnx float (eval)"}  # type: ignore[call-overload]
     for header in ("max |int8-float|", "top-1 agreement", "accuracy", "tight p50", "@1000 Hz"):
         assert header in out
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ota_testkit import make_config
 
 from agent.config.sections import AgentConfig
 from agent.ota import OtaService, generate_keypair
+from tests.support.ota import make_config
 
 
 @pytest.fixture(scope="session")

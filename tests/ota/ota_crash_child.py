@@ -1,6 +1,6 @@
 """A device that updates its model over and over, to be killed with SIGKILL at random moments.
 
-    python tests/ota/ota_crash_child.py STATE_DIR KEYS_DIR WORK_DIR VERSION_DIR...
+    python -m tests.ota.ota_crash_child STATE_DIR KEYS_DIR WORK_DIR VERSION_DIR...
 
 Runs recover(), then forever: packs the next version folder into a bundle (a fresh serial,
 downgrades allowed), feeds it to the receiver chunk by chunk, waits for the outcome, and every
@@ -14,11 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-# Run as a script, this file's folder (tests/ota) is on sys.path: ota_testkit imports.
-from ota_testkit import NAME, feed, make_config, pack
-
 from agent.errors import OtaError
 from agent.ota import OtaService, recover
+from tests.support.ota import NAME, feed, make_config, pack
 
 
 def main(argv: list[str]) -> None:
@@ -40,7 +38,7 @@ def main(argv: list[str]) -> None:
         if i % 3 == 2:
             with contextlib.suppress(OtaError):
                 service.rollback(NAME)
-        time.sleep(0.001)
+        time.sleep(0.001)  # a breath between rounds (the parent kills at random moments)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from ota_testkit import SHIPPED, V1_1, pack
 
 from agent.errors import ConfigError, UpdateRejected
 from agent.ota import Bundle, TrustedKeys, generate_keypair, load_public_key, verify_envelope
 from agent.ota.envelope import canonical_bytes
+from tests.support.ota import SHIPPED, V1_1, pack
 
 
 def _trusted(keys: Path) -> TrustedKeys:

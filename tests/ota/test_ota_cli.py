@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from ota_testkit import V1_1
 
 from agent.cli.main import main
 from agent.ota import Bundle, TrustedKeys, load_public_key, verify_envelope
+from tests.support.ota import V1_1
 
 
 def test_keygen_pack_and_the_bundle_verifies(

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ota_testkit import MODELS, NAME, SHIPPED, V1_1, variant
 
 from agent.config.sections import RuntimeConfig
 from agent.ota import recover
@@ -19,8 +18,10 @@ from agent.ota.versions import TERMINAL, ModelVersions
 from agent.runtime.folders import ModelStore
 from agent.runtime.loader import load_model
 from agent.runtime.manifest import load_manifest
+from tests.support.ota import MODELS, NAME, SHIPPED, V1_1, variant
+from tests.support.paths import child_env
 
-CHILD = Path(__file__).resolve().parent / "ota_crash_child.py"
+CHILD = "tests.ota.ota_crash_child"
 
 
 def _folders(tmp: Path) -> list[Path]:
@@ -39,8 +40,10 @@ def _folders(tmp: Path) -> list[Path]:
 
 
 def _start(state: Path, keys: Path, work: Path, folders: list[Path]) -> subprocess.Popen[str]:
-    args = [sys.executable, str(CHILD), str(state), str(keys), str(work), *map(str, folders)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [sys.executable, "-m", CHILD, str(state), str(keys), str(work), *map(str, folders)]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env()
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if line.strip() != "READY":
@@ -83,7 +86,7 @@ def _kill_at_random_moments(tmp: Path, keys: Path, moments: int, seed: int) -> d
     mid = 0
     for _ in range(moments):
         proc = _start(state, keys, work, folders)
-        time.sleep(rng.uniform(0.0, 1.2))
+        time.sleep(rng.uniform(0.0, 1.2))  # the scenario: a kill at a random moment
         proc.kill()
         out, _ = proc.communicate()
         assert proc.returncode == -9, out

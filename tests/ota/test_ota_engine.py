@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ota_testkit import NAME, SLOW, V1_1, W32, WavePlugin, feed, make_config, pack
 
 from agent.config.sections import AgentConfig, PluginConfig
 from agent.engine.host import PluginHost
@@ -15,6 +14,7 @@ from agent.errors import OtaError
 from agent.ota import OtaService
 from agent.plugin.registry import PluginRegistry
 from agent.runtime.base import Model
+from tests.support.ota import NAME, SLOW, V1_1, W32, WavePlugin, feed, make_config, pack
 
 WAIT = 60.0
 

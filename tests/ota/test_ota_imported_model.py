@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ota_testkit import NAME, V1_1, Agent, agent_config
 
 from agent.cli.main import main
 from agent.runtime.manifest import load_manifest
+from tests.support.ota import NAME, V1_1, Agent, agent_config
+from tests.support.waiting import until
 
 
 @pytest.fixture
@@ -37,10 +37,7 @@ def test_an_imported_model_is_packed_published_and_swapped_in(
     bundle = tmp_path / "b.tar"
     key = str(keys / "private.pem")
     assert main(["ota", "pack", str(folder), "--key", key, "--out", str(bundle)]) == 0
-    end = time.monotonic() + 20
-    while not agent.sync.link.connected:
-        assert time.monotonic() < end, "agent did not connect"
-        time.sleep(0.05)
+    assert until(lambda: agent.sync.link.connected, 20), "agent did not connect"
     capsys.readouterr()
     broker_arg = ["--broker", f"127.0.0.1:{broker.port}", "--device", agent.config.device.id]
     code = main(["ota", "publish", str(bundle), *broker_arg, "--timeout", "60"])

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ota_testkit import NAME, V1_1, Agent, agent_config, pack
 
 from agent.cli.main import main
 from agent.ota import Bundle
 from agent.ota.mqtt import frame_chunk
 from agent.ota.publisher import BrokerOptions, Publisher, Target
+from tests.support.mqtt import MqttProbe
+from tests.support.ota import NAME, V1_1, Agent, agent_config, pack
+from tests.support.waiting import until
 
 STATUS = f"edge/+/ota/{NAME}/status"
 
@@ -34,12 +35,13 @@ def agents(tmp_path: Path, broker: Any) -> Iterator[Callable[..., Agent]]:
         agent.stop()
 
 
-def _connected(agents: list[Agent], timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while not all(a.sync.link.connected for a in agents):
-        assert time.monotonic() < end, "agents did not connect"
-        time.sleep(0.05)
-    time.sleep(0.3)  # the OTA subscriptions follow the connection
+def _connected(agents: list[Agent], probe: MqttProbe, timeout: float = 20.0) -> None:
+    """Wait for each agent's retained `online` status. An agent subscribes (OTA topics too)
+    on the same connection before it says online, so the broker has the subscriptions then."""
+    for a in agents:
+        status = a.sync.topics.status
+        probe.subscribe(status)
+        probe.wait_payload(status, lambda p: p.get("state") == "online", timeout)
 
 
 def test_group_rollout_to_several_agents(
@@ -54,7 +56,7 @@ def test_group_rollout_to_several_agents(
     group = f"g{unique_id}"
     fleet = [agents(f"{unique_id}-{i}", group, [keys / "public.pem"]) for i in range(3)]
     bystander = agents(f"{unique_id}-other", f"h{unique_id}", [keys / "public.pem"])
-    _connected([*fleet, bystander])
+    _connected([*fleet, bystander], probe_factory(broker))
     pack(V1_1, keys, tmp_path / "b.tar", chunk_size=4096)
     argv = ["ota", "publish", str(tmp_path / "b.tar"), "--broker", f"127.0.0.1:{broker.port}"]
     code = main([*argv, "--group", group, "--expect", "3", "--timeout", "120"])
@@ -80,12 +82,13 @@ def test_publish_fails_when_a_device_refuses(
     other_keys: Path,
     unique_id: str,
     agents: Callable[..., Agent],
+    probe_factory: Callable[..., Any],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     group = f"g{unique_id}"
     good = agents(f"{unique_id}-good", group, [keys / "public.pem"])
     wary = agents(f"{unique_id}-wary", group, [other_keys / "public.pem"])
-    _connected([good, wary])
+    _connected([good, wary], probe_factory(broker))
     pack(V1_1, keys, tmp_path / "b.tar")
     argv = ["ota", "publish", str(tmp_path / "b.tar"), "--broker", f"127.0.0.1:{broker.port}"]
     code = main([*argv, "--group", group, "--expect", "2", "--timeout", "120", "--json"])
@@ -107,20 +110,20 @@ def test_publish_resumes_a_transfer_cut_halfway(
     probe_factory: Callable[..., Any],
 ) -> None:
     device = agents(unique_id, f"g{unique_id}", [keys / "public.pem"])
-    _connected([device])
+    probe = probe_factory(broker)
+    _connected([device], probe)
     body = pack(V1_1, keys, tmp_path / "b.tar", chunk_size=1024)
     base = f"edge/{unique_id}/ota/{NAME}"
     # A first publisher sends the manifest and half of the chunks, then dies.
-    probe = probe_factory(broker)
     with Bundle(tmp_path / "b.tar") as b:
         probe.publish(f"{base}/manifest", b.envelope)
         for n in range(body.chunks // 2):
             probe.publish(f"{base}/chunk/{n}", frame_chunk(body.serial, b.chunk(n)))
     rx = device.ota.receiver(NAME)
-    end = time.monotonic() + 20
-    while rx.receiving is None or rx.receiving.received < body.chunks // 2:
-        assert time.monotonic() < end, "the first half did not arrive"
-        time.sleep(0.05)
+    half = body.chunks // 2
+    assert until(lambda: rx.receiving is not None and rx.receiving.received >= half, 20), (
+        "the first half did not arrive"
+    )
     # Running the publisher again sends only what the device still misses.
     with Bundle(tmp_path / "b.tar") as b:
         options = BrokerOptions("127.0.0.1", broker.port)
@@ -140,14 +143,14 @@ def test_model_rollback_command_over_mqtt(
     probe_factory: Callable[..., Any],
 ) -> None:
     device = agents(unique_id, f"g{unique_id}", [keys / "public.pem"])
-    _connected([device])
+    probe = probe_factory(broker)
+    _connected([device], probe)
     pack(V1_1, keys, tmp_path / "b.tar")
     with Bundle(tmp_path / "b.tar") as b:
         devices = Publisher(
             b, BrokerOptions("127.0.0.1", broker.port), Target("device", unique_id)
         ).run()
     assert devices[unique_id].state == "active"
-    probe = probe_factory(broker)
     reply = probe.command(f"edge/{unique_id}", "model.rollback", {"model": NAME})
     assert reply["ok"], reply
     assert reply["result"] == {

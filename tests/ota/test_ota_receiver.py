@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ota_testkit import NAME, NAN, SHIPPED, V1_1, W32, feed, pack, shipped_golden, variant
 
 from agent.config.sections import AgentConfig
 from agent.errors import OtaError
@@ -20,6 +19,7 @@ from agent.ota import Bundle, OtaService, recover
 from agent.ota.versions import ModelVersions
 from agent.runtime.folders import ModelStore
 from agent.runtime.manifest import load_manifest
+from tests.support.ota import NAME, NAN, SHIPPED, V1_1, W32, feed, pack, shipped_golden, variant
 
 WAIT = 60.0
 

@@ -237,7 +237,7 @@ def test_tick_allocates_nothing(fmt: str) -> None:
     model = load_model(FOLDER, RuntimeConfig(), fmt=fmt)  # type: ignore[arg-type]
     rec = make_world(10_016, fault_rate_per_h=0.0, dropout_rate_per_h=0.0).record(12_000)
     # A threshold no score reaches: events (rare, allowed to allocate) stay out of the count.
-    params = {"telemetry_every": 50, "threshold": 0.999, "confirm_ticks": 1}
+    params: dict[str, object] = {"telemetry_every": 50, "threshold": 0.999, "confirm_ticks": 1}
     ctx, _, _ = replay_context(rec, model, params)
     plugin = EnergyPlugin()
     plugin.setup(ctx)

@@ -18,6 +18,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent.config import load_config
+from agent.config.hal import MqttDeviceConfig
 from agent.config.sections import RuntimeConfig
 from agent.errors import ModelError, PluginError
 from agent.runtime.base import Model
@@ -116,7 +117,9 @@ def test_the_example_config_validates_and_switches_to_the_simulator() -> None:
     (pc,) = cfg.plugins
     assert (pc.name, pc.model) == ("model_runner", "waveform_classifier")
     ModelRunnerParams.model_validate(pc.params)
-    assert cfg.hal.devices["model_runner.signal"].topic == "lab/signal"
+    signal_device = cfg.hal.devices["model_runner.signal"]
+    assert isinstance(signal_device, MqttDeviceConfig)
+    assert signal_device.topic == "lab/signal"
     sim_cfg = load_config(EXAMPLE, check_files=False, env={"EDGE_AGENT__HAL__DEVICES": "{}"})
     assert sim_cfg.hal.devices == {} and sim_cfg.hal.backend == "sim"
 
@@ -154,7 +157,7 @@ def test_the_example_runs_from_mqtt_samples_to_class_change_events(
             value = _wave(kind[0], i * 0.02)
             probe.client.publish("lab/signal", f'{{"value": {value:.4f}}}', qos=0)
             i += 1
-            time.sleep(max(0.0, start + i * 0.02 - time.monotonic()))
+            time.sleep(max(0.0, start + i * 0.02 - time.monotonic()))  # the sensor's pace
 
     events = "edge/waveform-demo/events/model_runner"
     feeder = threading.Thread(target=feed, daemon=True)

@@ -118,7 +118,9 @@ def test_params_apply_between_ticks() -> None:
     sim = _house(10_006)
     plugin = SmartHomePlugin()
     seen: list[float] = []
-    empty = {room: {"weekday": [], "weekend": []} for room in ("living", "kitchen", "bedroom")}
+    empty: dict[str, dict[str, list[Any]]] = {
+        room: {"weekday": [], "weekend": []} for room in ("living", "kitchen", "bedroom")
+    }
     params = {"control": "schedule", "schedule": empty, "setback_heat": 15.0}
 
     def on_tick(s: Any, _now: int) -> None:

@@ -6,7 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from runtime_testkit import committed_models, edit_manifest, file_entry
+
+from tests.support.runtime import committed_models, edit_manifest, file_entry
 
 
 @pytest.fixture

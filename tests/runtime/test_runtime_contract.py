@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from runtime_testkit import committed_models, variants
 
 from agent.config.sections import RuntimeConfig
 from agent.errors import ModelError
 from agent.runtime import Model, ModelSlot, load_model
+from tests.support.runtime import committed_models, variants
 
 CPU = RuntimeConfig(accelerator="cpu", threads=1)
 
@@ -103,7 +103,7 @@ def test_bind_rejects_unusable_buffers(model: Model) -> None:
     good_in = [np.zeros(s.shape, np.float32) for s in model.inputs]
     good_out = [np.zeros(s.shape, np.float32) for s in model.outputs]
     shape = model.inputs[0].shape
-    bad = [
+    bad: list[Any] = [
         np.zeros(shape, np.float64),
         np.zeros((*shape, 2), np.float32),
         np.zeros((*shape[:-1], shape[-1] * 2), np.float32)[..., ::2],

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_testkit import edit_manifest, file_entry
 
 from agent.config.sections import RuntimeConfig
 from agent.errors import ModelError
 from agent.runtime import load_model
+from tests.support.runtime import edit_manifest, file_entry
 
 CPU = RuntimeConfig(accelerator="cpu")
 FILES = [("tflite", "model.tflite"), ("onnx", "model.onnx")]

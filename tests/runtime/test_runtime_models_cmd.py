@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from runtime_testkit import MODELS_DIR, REPO, committed_models, edit_manifest
 
 from agent.cli.main import main
 from agent.runtime.measure import bare_vs_fast
+from tests.support.runtime import MODELS_DIR, REPO, committed_models, edit_manifest
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -3,21 +3,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-_KIT = str(Path(__file__).resolve().parents[1] / "engine")
-if _KIT not in sys.path:
-    sys.path.insert(0, _KIT)
-
-import engine_testkit as kit  # noqa: E402
-
-from agent.errors import ConfigError  # noqa: E402
-from agent.plugin.registry import PluginRegistry  # noqa: E402
-from agent.service.compose import build_agent  # noqa: E402
+from agent.errors import ConfigError
+from agent.plugin.registry import PluginRegistry
+from agent.service.compose import build_agent
+from tests.support import engine as kit
 
 
 def test_a_schedule_sets_a_plugin_param_and_reports_each_run(

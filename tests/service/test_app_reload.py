@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-_KIT = str(Path(__file__).resolve().parents[1] / "engine")
-if _KIT not in sys.path:
-    sys.path.insert(0, _KIT)
-
-import engine_testkit as kit  # noqa: E402
-
-from agent.plugin.registry import PluginRegistry  # noqa: E402
-from agent.service.compose import build_agent  # noqa: E402
+from agent.plugin.registry import PluginRegistry
+from agent.service.compose import build_agent
+from tests.support import engine as kit
 
 
 def test_without_sync_a_reload_still_names_what_waits_for_a_restart(tmp_path: Path) -> None:

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import socket
-import sys
 import urllib.request
 from pathlib import Path
 
-_KIT = str(Path(__file__).resolve().parents[1] / "engine")
-if _KIT not in sys.path:
-    sys.path.insert(0, _KIT)
-
-import engine_testkit as kit  # noqa: E402
-
-from agent.plugin.registry import PluginRegistry  # noqa: E402
-from agent.service.compose import build_agent  # noqa: E402
-from agent.service.notify import Notifier  # noqa: E402
-from sim.broker import free_port  # noqa: E402
+from agent.plugin.registry import PluginRegistry
+from agent.service.compose import build_agent
+from agent.service.notify import Notifier
+from sim.broker import free_port
+from tests.support import engine as kit
 
 
 def test_ready_watchdog_stopping_and_metrics(tmp_path: Path) -> None:

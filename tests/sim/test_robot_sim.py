@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from sim.robot.world import (
     RobotWorld,
 )
 
-QUIET = {"auto_restart": False, "popup_interval_s": 0.0, "dropout_interval_s": 0.0}
+QUIET: dict[str, Any] = {"auto_restart": False, "popup_interval_s": 0.0, "dropout_interval_s": 0.0}
 
 
 def _drive(world: RobotWorld, steps: int, seed: int) -> list[tuple[float, float, float]]:

@@ -13,6 +13,7 @@ import pytest
 
 from sim.broker import free_port
 from sim.throttle import Throttle
+from tests.support.waiting import unchanged, until
 
 
 class EchoServer:
@@ -126,8 +127,14 @@ def _flood(sock: socket.socket, stop: threading.Event) -> None:
 def _rate(relay: Throttle, seconds: float) -> float:
     """Bytes per second delivered upstream over the next `seconds`."""
     n0, t0 = relay.bytes_up, time.monotonic()
-    time.sleep(seconds)
+    time.sleep(seconds)  # the measurement window
     return (relay.bytes_up - n0) / (time.monotonic() - t0)
+
+
+def _flowing(relay: Throttle, nbytes: float) -> bool:
+    """Wait until `nbytes` more have gone upstream (the flood runs at the current rate)."""
+    mark = relay.bytes_up
+    return until(lambda: relay.bytes_up >= mark + nbytes, 10.0, 0.005)
 
 
 def test_the_cap_holds_and_follows_set_rate(echo: EchoServer) -> None:
@@ -136,10 +143,10 @@ def test_the_cap_holds_and_follows_set_rate(echo: EchoServer) -> None:
         # Measured: the upstream direction, as bytes delivered to the server.
         stop = threading.Event()
         threading.Thread(target=_flood, args=(sock, stop), daemon=True).start()
-        time.sleep(0.2)
+        assert _flowing(relay, slow * 0.2)
         at_slow = _rate(relay, 0.8)
         relay.set_rate(fast)
-        time.sleep(0.1)
+        assert _flowing(relay, fast * 0.1)  # the new rate has taken over
         at_fast = _rate(relay, 0.8)
         stop.set()
     # A token bucket cannot exceed its rate by more than its burst; a loaded machine can only
@@ -173,11 +180,12 @@ def test_resume_after_pause_respects_the_rate(echo: EchoServer) -> None:
     with Throttle("127.0.0.1", echo.port, rate=rate) as relay, connect(relay) as sock:
         stop = threading.Event()
         threading.Thread(target=_flood, args=(sock, stop), daemon=True).start()
-        time.sleep(0.1)
+        assert _flowing(relay, rate * 0.1)
         relay.pause()
-        time.sleep(0.5)
+        # What was in flight has landed: nothing more goes upstream.
+        assert until(lambda: unchanged(lambda: relay.bytes_up, 0.1), 5.0, 0.0)
         held = relay.bytes_up
-        time.sleep(0.2)
+        time.sleep(0.2)  # the scenario: paused for a while, and nothing moves
         assert relay.bytes_up == held
         relay.resume()
         after = _rate(relay, 0.6)

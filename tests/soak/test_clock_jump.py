@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 
 from sim.agentproc import AgentProcess, agent_config
+from tests.support.mqtt import Recorder
 
 DAY_S = 86_400
 FORWARD_S = 30 * DAY_S
@@ -42,9 +43,6 @@ BACK_S = -2 * 3600
 WINDOW_S = 8.0
 FLUSH_S = 0.5
 METRICS_S = 1.0
-SETTLE_S = 3.0
-"""Wait after the step is noticed before measuring: a channel re-reads the wall clock when it is
-drained, so a row emitted before its next drain (energy emits one a second) keeps the old stamp."""
 SLACK_S = 120.0
 """How far a payload timestamp may be from the expected wall clock (the agent runs in real
 time: the bound only has to tell a month and two hours apart from "now")."""
@@ -154,46 +152,28 @@ def _check_child_clocks(clock: FakeWallClock) -> dict[str, float]:
     return seen
 
 
-class Recorder:
-    """Every message of one device, with the test's monotonic receive time."""
-
-    def __init__(self, forward: Callable[[Any, Any, Any], None]) -> None:
-        self.rows: list[tuple[float, str, Any]] = []
-        self._lock = threading.Lock()
-        self._forward = forward
-
-    def on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        """paho callback: keep (receive time, topic, JSON payload), then pass it on."""
-        self._forward(client, userdata, msg)
-        try:
-            payload = json.loads(msg.payload)
-        except ValueError:
-            payload = None
-        with self._lock:
-            self.rows.append((time.monotonic(), msg.topic, payload))
-
-    def between(self, start: float, end: float, suffix: str) -> list[Any]:
-        """Payloads received in [start, end) on topics ending with `suffix`."""
-        with self._lock:
-            rows = list(self.rows)
-        return [p for t, topic, p in rows if start <= t < end and topic.endswith(suffix)]
-
-    def all(self, part: str) -> list[tuple[str, Any]]:
-        """(topic, payload) of every message whose topic contains `part`."""
-        with self._lock:
-            return [(topic, p) for _, topic, p in self.rows if part in topic]
-
-
 def _metrics_near(rec: Recorder, expected: float) -> bool:
     """True once a metrics payload is stamped within SLACK_S of `expected`."""
     return any(abs(p["ts"] - expected) <= SLACK_S for _, p in rec.all("/metrics"))
+
+
+def _caught_up(rec: Recorder, clock: FakeWallClock) -> bool:
+    """True once every plugin's newest telemetry batch carries only the new wall clock. A channel
+    re-reads the wall clock when it is drained, so rows emitted before the drain that follows the
+    step (energy emits one a second) keep the old stamp: measuring waits until they are out."""
+    expected = clock.expected_now()
+    for plugin in PLUGINS:
+        batches = [p for _, p in rec.all(f"/telemetry/{plugin}")]
+        if not batches or any(abs(ts - expected) > SLACK_S for ts in batches[-1]["ts"]):
+            return False
+    return True
 
 
 def _window(rec: Recorder, clock: FakeWallClock, name: str) -> dict[str, Any]:
     """Measure one window of WINDOW_S real seconds."""
     start = time.monotonic()
     expected = clock.expected_now()
-    threading.Event().wait(WINDOW_S)
+    threading.Event().wait(WINDOW_S)  # the measurement window (Event: see SLEEP_SHIM)
     end = time.monotonic()
     metrics = rec.between(start, end, "/metrics")
     out: dict[str, Any] = {"name": name, "metrics": len(metrics), "telemetry": {}, "tick_hz": {}}
@@ -252,7 +232,7 @@ def test_wall_clock_steps_forward_a_month_then_back_two_hours(
             # Seen once metrics carry the new wall clock (libfaketime re-reads within ~2 s); a
             # scheduler stalled by the step sends none: then measure anyway, and fail below.
             probe.wait_for(lambda: _metrics_near(rec, fake_wall.expected_now()), timeout=15)
-            threading.Event().wait(SETTLE_S)
+            probe.wait_for(lambda: _caught_up(rec, fake_wall), timeout=15)
             windows.append(_window(rec, fake_wall, name))
         # Commands still answer; uptime is real seconds, the jobs' next runs are on the new clock.
         device = f"edge/{unique_id}"
@@ -262,6 +242,15 @@ def test_wall_clock_steps_forward_a_month_then_back_two_hours(
     finally:
         code = agent.stop()
 
+    _windows_keep_pace_and_stamps_follow(windows)
+    _events_contiguous(rec)
+    _replies_follow_the_new_clock(fake_wall, pong, status)
+    assert code == 0, log[-3000:]
+    assert not re.search(r"^(ERROR|CRITICAL) |Traceback", log, re.M), log[-3000:]
+
+
+def _windows_keep_pace_and_stamps_follow(windows: list[dict[str, Any]]) -> None:
+    """Pace and tick rates as before the steps; every stamp on the new wall clock."""
     for w in windows:
         print("window:", json.dumps(w))
     base = windows[0]
@@ -279,7 +268,9 @@ def test_wall_clock_steps_forward_a_month_then_back_two_hours(
     for w in windows:
         assert max(w["stamp_error_s"].values()) <= SLACK_S, w
 
-    # Events: per plugin, seqs contiguous (none lost or repeated across the steps).
+
+def _events_contiguous(rec: Recorder) -> None:
+    """Per plugin, event seqs contiguous (none lost or repeated across the steps)."""
     seqs: dict[str, list[int]] = {}
     for topic, payload in rec.all("/events/"):
         seqs.setdefault(topic.rsplit("/", 1)[1], []).append(payload["seq"])
@@ -288,7 +279,12 @@ def test_wall_clock_steps_forward_a_month_then_back_two_hours(
     for plugin, got in seqs.items():
         assert sorted(got) == list(range(min(got), max(got) + 1)), plugin
 
-    now = fake_wall.expected_now()
+
+def _replies_follow_the_new_clock(
+    clock: FakeWallClock, pong: dict[str, Any], status: dict[str, Any]
+) -> None:
+    """Commands answer on the new clock; uptime is real seconds; no job ran early."""
+    now = clock.expected_now()
     assert pong["ok"] and abs(pong["result"]["ts"] - now) <= SLACK_S, pong
     assert pong["result"]["uptime_s"] < 600.0, pong  # not a month: monotonic
     jobs = {j["id"]: j for j in status["result"]["jobs"]}
@@ -300,9 +296,6 @@ def test_wall_clock_steps_forward_a_month_then_back_two_hours(
     # lived less than their intervals. (Only a step landing in the microseconds between the
     # scheduler's offset check and its own clock read could run one once; see agent.scheduler.)
     assert jobs["state"]["runs"] == jobs["outbox_compaction"]["runs"] == 0, jobs
-
-    assert code == 0, log[-3000:]
-    assert not re.search(r"^(ERROR|CRITICAL) |Traceback", log, re.M), log[-3000:]
 
 
 # -- user schedules across steps (docs/schedules.md) --------------------------------------------
@@ -388,6 +381,16 @@ def test_schedules_follow_wall_clock_steps(
         log = agent.log()
     finally:
         code = agent.stop()
+    _night_ran_once_late(rec, night_ts, stepped_to)
+    assert status["ok"], status
+    assert code == 0, log[-3000:]
+    assert log.count("schedules follow the new time") == 3, log[-3000:]
+    assert "schedule night: run due at" in log and "missed" in log, log[-3000:]
+    assert not re.search(r"^(ERROR|CRITICAL) |Traceback", log, re.M), log[-3000:]
+
+
+def _night_ran_once_late(rec: Recorder, night_ts: float, stepped_to: float) -> None:
+    """Night ran once, late, right after the forward step; every tick ran fine."""
     night = _runs(rec, "night")
     assert len(night) == 1 and night[0]["data"]["ok"], night
     assert night[0]["data"]["result"]["params"]["setback_heat"] == 15.0
@@ -395,8 +398,3 @@ def test_schedules_follow_wall_clock_steps(
     # every second), and late: the wall clock never showed 22:00 before the step.
     assert night_ts < night[0]["ts"] <= stepped_to + 10.0, (night, stepped_to)
     assert all(p["data"]["ok"] for p in _runs(rec, "tick"))
-    assert status["ok"], status
-    assert code == 0, log[-3000:]
-    assert log.count("schedules follow the new time") == 3, log[-3000:]
-    assert "schedule night: run due at" in log and "missed" in log, log[-3000:]
-    assert not re.search(r"^(ERROR|CRITICAL) |Traceback", log, re.M), log[-3000:]

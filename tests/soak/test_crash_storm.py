@@ -16,24 +16,19 @@ an operator expects, in phases of one run:
 from __future__ import annotations
 
 import bisect
-import contextlib
 import gc
 import logging
 import re
-import socket
-import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pytest
-from soak_kit import all_plugins_config
 
 from agent.config.sections import AgentConfig
-from agent.engine.histogram import HistogramSnapshot
 from agent.engine.report import rss_mb
 from agent.errors import ModelError
 from agent.plugin.base import Plugin, PluginContext
@@ -42,6 +37,14 @@ from agent.service.app import AgentApp
 from agent.service.compose import build_agent
 from agent.service.notify import Notifier
 from sim.broker import Broker
+from tests.support.soak import (
+    LogLines,
+    LoopPhase,
+    NotifySocket,
+    all_plugins_config,
+    format_phase,
+)
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.soak
 
@@ -84,7 +87,7 @@ class StormPlugin(Plugin):
             cls.crashes.append(time.monotonic())
             raise RuntimeError(f"storm crash {len(cls.crashes)}")
         while cls.hang:
-            time.sleep(0.001)
+            time.sleep(0.001)  # the scenario: a tick stuck until the test lets go
 
 
 def _config(broker: Broker, device_id: str, state_dir: Path) -> AgentConfig:
@@ -99,132 +102,8 @@ def _config(broker: Broker, device_id: str, state_dir: Path) -> AgentConfig:
     )
 
 
-class _Lines(logging.Handler):
-    """Counts formatted log lines (a traceback counts every line) and keeps the records."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        self.lines = 0
-        self.keep = True
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines += self.format(record).count("\n") + 1
-        if self.keep:
-            self.records.append(record)
-
-    @contextlib.contextmanager
-    def alone(self) -> Iterator[None]:
-        """Be the agent's only log handler, keeping nothing: pytest's capture handlers keep
-        every record in memory, which must not count as the agent's growth."""
-        logger = logging.getLogger("agent")
-        handlers, propagate = logger.handlers[:], logger.propagate
-        logger.handlers, logger.propagate, self.keep = [self], False, False
-        try:
-            yield
-        finally:
-            logger.handlers, logger.propagate, self.keep = handlers, propagate, True
-
-
-@pytest.fixture
-def lines() -> Iterator[_Lines]:
-    """Everything the agent logs at INFO and above, as a production log would show it."""
-    handler = _Lines()
-    logger = logging.getLogger("agent")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-
-
-class _Systemd:
-    """Reads the notify socket as systemd does (an unread socket would block the sender)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.pings = 0
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(path)
-        self._sock.settimeout(0.1)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self._sock.recv(4096)
-            except TimeoutError:
-                continue
-            if b"WATCHDOG=1" in data.split(b"\n"):
-                self.pings += 1
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(1.0)
-        self._sock.close()
-
-
-@pytest.fixture
-def systemd(tmp_path: Path) -> Iterator[_Systemd]:
-    """A notify socket standing in for systemd's, counting WATCHDOG=1 pings."""
-    fake = _Systemd(str(tmp_path / "notify.sock"))
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def model_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The path of every model the agent loads from now on."""
-    import agent.runtime.loader as loader
-
-    loads: list[str] = []
-    real = loader.load_model
-
-    def counting(folder: Any, *args: Any, **kwargs: Any) -> Any:
-        loads.append(str(folder))
-        return real(folder, *args, **kwargs)
-
-    monkeypatch.setattr(loader, "load_model", counting)
-    return loads
-
-
-class _Phase:
-    """Loop figures of one phase: deadlines per second and tick-time p99 per plugin."""
-
-    def __init__(self, app: AgentApp) -> None:
-        self.app = app
-        self.t0 = time.monotonic()
-        self.stats0 = app.host.stats()
-        self.hist0 = app.host.histograms()
-
-    def end(self) -> dict[str, dict[str, float]]:
-        elapsed = time.monotonic() - self.t0
-        stats, hists = self.app.host.stats(), self.app.host.histograms()
-        out = {}
-        for name in HEALTHY:
-            a, b = self.stats0[name], stats[name]
-            deadlines = (b["ticks"] + b["skipped"]) - (a["ticks"] + a["skipped"])
-            tick_a, tick_b = self.hist0[name][0], hists[name][0]
-            window = HistogramSnapshot(tick_b.counts - tick_a.counts, tick_b.max_ns, 0)
-            out[name] = {
-                "deadline_hz": deadlines / elapsed,
-                "tick_rate": (b["ticks"] - a["ticks"]) / elapsed,
-                "tick_p50_us": window.percentile_ns(50.0) / 1e3,
-                "tick_p99_us": window.percentile_ns(99.0) / 1e3,
-                "ticks": float(window.count),
-            }
-        return out
-
-
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
+    assert until(predicate, timeout, 0.01), f"timed out waiting for {what}"
 
 
 def test_a_crash_storm_is_contained_visible_and_leak_free(
@@ -232,8 +111,8 @@ def test_a_crash_storm_is_contained_visible_and_leak_free(
     probe_factory: Callable[..., Any],
     unique_id: str,
     tmp_path: Path,
-    lines: _Lines,
-    systemd: _Systemd,
+    lines: LogLines,
+    systemd: NotifySocket,
     model_loads: list[str],
 ) -> None:
     StormPlugin.setups, StormPlugin.crashes = [], []
@@ -259,21 +138,37 @@ def test_a_crash_storm_is_contained_visible_and_leak_free(
 
 
 def _storm(
-    app: AgentApp, probe: Any, base: str, lines: _Lines, model_loads: list[str], dog: _Systemd
+    app: AgentApp, probe: Any, base: str, lines: LogLines, model_loads: list[str], dog: NotifySocket
 ) -> None:
+    """The phases of one run, in order; each checks what an operator would see then."""
     slot_model = app.host.model_slots()["storm"].model
     loads_before = len(model_loads)
+    crashes, restarts = _tick_storm(app, probe, base, lines, dog)
+    _storm_is_visible_over_mqtt(probe, base, crashes, restarts)
+    _crash_cycles_leak_nothing(app, probe, lines, model_loads, loads_before, slot_model)
+    _setup_storm(app, lines, dog, slot_model)
+    _a_stuck_loop_stops_the_watchdog(app, lines, dog)
+
+
+def _tick_storm(
+    app: AgentApp, probe: Any, base: str, lines: LogLines, dog: NotifySocket
+) -> tuple[int, int]:
+    """Calm, then the storm plugin crashing every third tick: healthy loops unharmed, restarts
+    backed off, the log short. The storm's crashes and restarts."""
     # --- calm: every plugin ticks, nothing crashes ------------------------------------------
-    time.sleep(1.0)  # warm-up: caches, first telemetry, first metrics
-    calm = _Phase(app)
-    time.sleep(6.0)
+    # Warmed up: every loop has ticked (caches), the first telemetry and metrics are out.
+    assert until(lambda: all(app.host.stats()[n]["ticks"] >= 10 for n in HEALTHY), 30)
+    assert probe.wait_for(lambda: probe.count(f"{base}/metrics") > 0, 20)
+    assert probe.wait_for(lambda: probe.count(f"{base}/telemetry/+") > 0, 20)
+    calm = LoopPhase(app, HEALTHY)
+    time.sleep(6.0)  # the calm phase measured
     calm_figures = calm.end()
 
     # --- tick storm: the storm plugin crashes every third tick of every instance -----------
     lines_before, records_before = lines.lines, len(lines.records)
-    pings_before, storm = dog.pings, _Phase(app)
+    pings_before, storm = dog.pings, LoopPhase(app, HEALTHY)
     StormPlugin.crashing = True
-    time.sleep(6.0)
+    time.sleep(6.0)  # the storm phase measured
     storm_figures = storm.end()
     storm_s = time.monotonic() - storm.t0
     pings = dog.pings - pings_before
@@ -281,8 +176,18 @@ def _storm(
     storm_lines = lines.lines - lines_before
     records = lines.records[records_before:]
 
-    print("\ncalm ", _fmt(calm_figures))
-    print("storm", _fmt(storm_figures))
+    print("\ncalm ", format_phase(calm_figures))
+    print("storm", format_phase(storm_figures))
+    _loops_unharmed(calm_figures, storm_figures)
+    crashes, restarts = int(info["crashes"]), int(info["restarts"])
+    _backed_off_and_logged_once(records, crashes, restarts, storm_s, storm_lines, pings)
+    return crashes, restarts
+
+
+def _loops_unharmed(
+    calm_figures: dict[str, dict[str, float]], storm_figures: dict[str, dict[str, float]]
+) -> None:
+    """Healthy loops kept their deadline grid and their tick time through the storm."""
     for name in HEALTHY:
         c, s = calm_figures[name], storm_figures[name]
         print(
@@ -302,7 +207,16 @@ def _storm(
         ratio = storm_figures[name]["tick_p50_us"] / calm_figures[name]["tick_p50_us"]
         assert ratio < 2.0, (name, ratio)
 
-    crashes, restarts = info["crashes"], info["restarts"]
+
+def _backed_off_and_logged_once(
+    records: list[logging.LogRecord],
+    crashes: int,
+    restarts: int,
+    storm_s: float,
+    storm_lines: int,
+    pings: int,
+) -> None:
+    """Restarts followed the backoff; about one log line per crash; the watchdog kept pinging."""
     print(
         f"storm {storm_s:.1f} s: {crashes} crashes, {restarts} restarts, "
         f"{storm_lines} log lines ({storm_lines / crashes:.2f} per crash), "
@@ -332,6 +246,9 @@ def _storm(
     assert pings >= 0.8 * storm_s / WATCHDOG_PERIOD_S
     assert not any("watchdog withheld" in r.getMessage() for r in records)
 
+
+def _storm_is_visible_over_mqtt(probe: Any, base: str, crashes: int, restarts: int) -> None:
+    """Status, metrics and plugin_failed events tell the storm."""
     # --- visible over MQTT: status, metrics, events -----------------------------------------
     status = probe.command(base, "status")
     assert status["ok"], status
@@ -357,6 +274,16 @@ def _storm(
     assert [p["data"]["crashes"] for p in failed][:5] == [1, 2, 4, 8, 16]
     assert events["data"]["phase"] == "tick"
 
+
+def _crash_cycles_leak_nothing(
+    app: AgentApp,
+    probe: Any,
+    lines: LogLines,
+    model_loads: list[str],
+    loads_before: int,
+    slot_model: Any,
+) -> None:
+    """Hundreds of crash/restart cycles: no leak, no model loaded again."""
     # --- hundreds of crash/restart cycles: no leak, no model loaded again --------------------
     # What only the test keeps growing is stopped first: the probe's message list, log records.
     probe.close()
@@ -374,19 +301,22 @@ def _storm(
     assert len(model_loads) == loads_before
     assert app.host.model_slots()["storm"].model is slot_model
 
+
+def _setup_storm(app: AgentApp, lines: LogLines, dog: NotifySocket, slot_model: Any) -> None:
+    """The plugin cannot come back (its model file is gone): retried the same way; then back."""
     # --- setup storm: the plugin cannot come back (its model file is gone) -------------------
     before = _info(app, "storm")
     records_before, lines_before = len(lines.records), lines.lines
-    pings_before, phase = dog.pings, _Phase(app)
+    pings_before, phase = dog.pings, LoopPhase(app, HEALTHY)
     StormPlugin.setup_fails = True
-    time.sleep(4.0)
+    time.sleep(4.0)  # the setup-storm phase measured
     figures = phase.end()
     setup_s = time.monotonic() - phase.t0
     info = _info(app, "storm")
     records = lines.records[records_before:]
     failures = info["crashes"] - before["crashes"]
     setup_lines = lines.lines - lines_before
-    print("setup storm", _fmt(figures))
+    print("setup storm", format_phase(figures))
     print(
         f"setup storm {setup_s:.1f} s: {failures} failures, restarts {before['restarts']} -> "
         f"{info['restarts']}, {setup_lines} log lines ({setup_lines / failures:.2f} per failure), "
@@ -406,6 +336,9 @@ def _storm(
     _wait(lambda: _info(app, "storm")["state"] == "running", 10, "recovery")
     assert app.host.model_slots()["storm"].model is slot_model
 
+
+def _a_stuck_loop_stops_the_watchdog(app: AgentApp, lines: LogLines, dog: NotifySocket) -> None:
+    """A loop stuck in a tick is different: the watchdog stops pinging."""
     # --- a stuck loop is different: the watchdog stops pinging ------------------------------
     records_before = len(lines.records)
     StormPlugin.hang = True
@@ -418,7 +351,7 @@ def _storm(
         "the watchdog to notice the stuck loop",
     )
     pings_stuck = dog.pings
-    time.sleep(5 * WATCHDOG_PERIOD_S)
+    time.sleep(5 * WATCHDOG_PERIOD_S)  # the scenario: five periods in which no ping may come
     assert dog.pings == pings_stuck
     StormPlugin.hang = False
 
@@ -459,11 +392,3 @@ def _own() -> float:
 
 def _info(app: AgentApp, name: str) -> dict[str, Any]:
     return next(p for p in app.host.plugins() if p["name"] == name)
-
-
-def _fmt(figures: dict[str, dict[str, float]]) -> str:
-    return "  ".join(
-        f"{n}: {f['deadline_hz']:.1f} Hz tick p50 {f['tick_p50_us']:.1f} "
-        f"p99 {f['tick_p99_us']:.1f} us"
-        for n, f in figures.items()
-    )

@@ -15,18 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from pydantic import Field
-from soak_kit import GENERIC, all_plugins_config
 
 from agent.config.sections import AgentConfig
 from agent.engine.report import rss_mb
@@ -37,88 +34,15 @@ from agent.service.compose import build_agent, status_line
 from agent.sync.outbox import Message, MessageClass, Outbox
 from agent.sync.service import SyncService
 from sim.broker import Broker
+from tests.support.disk import SmallDisk
+from tests.support.eventsink import EventSink
+from tests.support.soak import GENERIC, all_plugins_config
+from tests.support.waiting import unchanged
 
 pytestmark = pytest.mark.soak
 
 BURST_HZ = 200.0
 BURST_PER_TICK = 10  # 2,000 events/s: past the 20,000-event backlog in about 10 s
-
-
-# -- a real, small file system ------------------------------------------------------------------
-
-
-class SmallDisk:
-    """A tmpfs of a few MiB mounted at `path`, filled to ENOSPC by one filler file on demand."""
-
-    def __init__(self, path: Path, size: str) -> None:
-        self.path = path
-        self.size = size
-        self.filler = path / "filler"
-
-    def mount(self) -> None:
-        """Mount (skips the test when this process may not mount)."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        mount = shutil.which("mount")
-        if mount is None:
-            pytest.skip("needs the `mount` command to put a small tmpfs under state_dir")
-        done = subprocess.run(
-            [mount, "-t", "tmpfs", "-o", f"size={self.size},mode=0700", "tmpfs", str(self.path)],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            pytest.skip(
-                "needs root or CAP_SYS_ADMIN to mount a small tmpfs as the full state_dir "
-                f"(mount said: {done.stderr.strip() or done.returncode})"
-            )
-
-    def unmount(self) -> None:
-        """Unmount; lazily if something still holds a file open (never left mounted)."""
-        umount = shutil.which("umount") or "umount"
-        if subprocess.run([umount, str(self.path)], capture_output=True).returncode != 0:
-            subprocess.run([umount, "-l", str(self.path)], capture_output=True, check=True)
-
-    def fill(self) -> int:
-        """Write the filler until the file system refuses; returns the bytes written."""
-        written = 0
-        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            for chunk in (1 << 20, 1 << 16, 1 << 12, 1 << 9, 1):
-                block = b"\0" * chunk
-                try:
-                    while True:
-                        written += os.write(fd, block)
-                except OSError as exc:
-                    if exc.errno != 28:  # ENOSPC: what we want; anything else is a real error
-                        raise
-        finally:
-            os.close(fd)
-        return written
-
-    def free(self) -> None:
-        """Delete the filler."""
-        self.filler.unlink()
-
-    def free_bytes(self) -> int:
-        """Bytes an unprivileged writer could still use."""
-        st = os.statvfs(self.path)
-        return st.f_bavail * st.f_frsize
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Callable[[str], SmallDisk]]:
-    """`small_disk(size)`: a mounted tmpfs at tmp_path/state; unmounted after the test."""
-    mounted: list[SmallDisk] = []
-
-    def make(size: str) -> SmallDisk:
-        disk = SmallDisk(tmp_path / "state", size)
-        disk.mount()
-        mounted.append(disk)
-        return disk
-
-    yield make
-    for disk in mounted:
-        disk.unmount()
 
 
 # -- an event source fast enough to fill the backlog within the test -------------------------------
@@ -155,98 +79,6 @@ class BurstPlugin(Plugin):
     def apply_params(self, params: PluginParams) -> None:
         """Take the new rate of events."""
         self.per_tick = params.per_tick  # type: ignore[attr-defined]
-
-
-# -- an MQTT subscriber in its own process ------------------------------------------------------
-
-
-class EventSink:
-    """Every message on some topics, as `topic payload` lines in a file, from another process.
-
-    An in-process client would share the agent's GIL and heap: receiving 20,000 events it
-    tripled the RSS figure and halved the robot's tick ratio while the backlog drained.
-    """
-
-    def __init__(self, broker: Broker, filters: list[str], out: Path) -> None:
-        self.out = out
-        self._file = out.open("wb")
-        args = [sys.executable, __file__, broker.host, str(broker.port), *filters]
-        self.proc = subprocess.Popen(args, stdout=self._file, stderr=subprocess.PIPE)
-
-    def wait_subscribed(self, timeout: float = 15.0) -> None:
-        """Return once the subscriptions are acknowledged (the first line says READY)."""
-        deadline = time.monotonic() + timeout
-        while not self.out.read_bytes().startswith(b"READY\n"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise AssertionError(f"event sink did not subscribe: {err}")
-            time.sleep(0.05)
-
-    def count(self) -> int:
-        """Messages received so far."""
-        return self.out.read_bytes().count(b"\n") - 1
-
-    def payloads(self) -> list[Any]:
-        """JSON payloads received so far, in arrival order."""
-        lines = self.out.read_bytes().split(b"\n")[1:]
-        return [json.loads(line.split(b" ", 1)[1]) for line in lines if line]
-
-    def close(self) -> None:
-        """Stop the process."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        if self.proc.stderr:
-            self.proc.stderr.close()
-        self._file.close()
-
-
-@pytest.fixture
-def event_sink(tmp_path: Path) -> Iterator[Callable[[Broker, list[str]], EventSink]]:
-    """`event_sink(broker, filters)`: a subscribed out-of-process sink; stopped after the test."""
-    made: list[EventSink] = []
-
-    def make(broker: Broker, filters: list[str]) -> EventSink:
-        sink = EventSink(broker, filters, tmp_path / f"sink-{len(made)}.txt")
-        made.append(sink)
-        sink.wait_subscribed()
-        return sink
-
-    yield make
-    for sink in made:
-        sink.close()
-
-
-def _sink_main(argv: list[str]) -> int:
-    """The sink process: subscribe (QoS 1) to argv[2:] on argv[0]:argv[1], print every message."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    host, port, filters = argv[0], int(argv[1]), argv[2:]
-    out = sys.stdout.buffer
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-
-    def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        c.subscribe([(f, 1) for f in filters])
-
-    def on_subscribe(c: Any, userdata: Any, mid: Any, reasons: Any, props: Any) -> None:
-        out.write(b"READY\n")
-        out.flush()
-
-    def on_message(c: Any, userdata: Any, msg: Any) -> None:
-        out.write(msg.topic.encode() + b" " + msg.payload + b"\n")
-        out.flush()
-
-    client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
-    client.on_message = on_message
-    client.connect(host, port, 30)
-    signal.signal(signal.SIGTERM, lambda *a: client.disconnect())
-    client.loop_forever()
-    return 0
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -313,51 +145,88 @@ def test_a_full_state_dir_is_reported_loops_keep_rate_and_nothing_uncounted_is_l
     app = build_agent(cfg, registry=PluginRegistry(extra={"burst": BurstPlugin}))
     app.start()
     try:
-        sync: SyncService = app.sync
+        run = _FullRun(app, disk, probe, sink, f"edge/{unique_id}/telemetry/+", until, caplog)
+        run.healthy_baseline()
+        run.fill_the_disk()
+        run.check_reported()
+        run.free_space_and_drain()
+        run.check_nothing_uncounted_lost()
+        print("\nstate_dir full:", json.dumps(run.figures()))
+    finally:
+        app.stop(timeout=3.0)
+
+
+class _FullRun:
+    """The phases of one run against a filling state_dir; what one phase measured, the next
+    compares with."""
+
+    def __init__(
+        self,
+        app: AgentApp,
+        disk: SmallDisk,
+        probe: Any,
+        sink: EventSink,
+        telemetry: str,
+        until: Callable[..., bool],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        self.app, self.disk, self.probe, self.sink = app, disk, probe, sink
+        self.telemetry, self.until, self.caplog = telemetry, until, caplog
+        assert app.sync is not None
+        self.sync: SyncService = app.sync
+        self.rss_during: list[float] = []
+
+    def healthy_baseline(self) -> None:
+        """Loop rates and memory without the fault, in the same run as the fault."""
+        app, sync, until = self.app, self.sync, self.until
         assert app.wait_ready(20)
         assert until(lambda: sync.counters()["connected"] == 1.0, 10)
-        assert until(lambda: probe.count(f"edge/{unique_id}/telemetry/+") > 0, 10)
-
-        # Healthy baseline, in the same run as the fault.
+        assert until(lambda: self.probe.count(self.telemetry) > 0, 10)
         t0, c0 = time.monotonic(), app.host.tick_counters()
-        time.sleep(2.0)
-        base_rates = tick_rates(app, t0, c0)
-        rss_before = rss_mb()
+        time.sleep(2.0)  # the healthy window measured
+        self.base_rates = tick_rates(app, t0, c0)
+        self.rss_before = rss_mb()
         assert sync.counters()["outbox_errors"] == 0
 
-        # -- the disk fills ------------------------------------------------------------------
-        filled = disk.fill()
-        assert disk.free_bytes() == 0
-        records_before = len(caplog.records)
+    def fill_the_disk(self) -> None:
+        """The disk fills under a burst of events: past the backlog's bound, then the burst ends."""
+        app, sync, until = self.app, self.sync, self.until
+        self.filled = self.disk.fill()
+        assert self.disk.free_bytes() == 0
+        self.records_before = len(self.caplog.records)
         app.host.set_params("burst", {"per_tick": BURST_PER_TICK})
         assert until(lambda: sync.counters()["outbox_failing"] == 1.0, 15), sync.status()
         t_full, c_full = time.monotonic(), app.host.tick_counters()
-        telemetry_at_full = probe.count(f"edge/{unique_id}/telemetry/+")
-        rss_during: list[float] = []
+        self.telemetry_at_full = self.probe.count(self.telemetry)
 
         def backlog_overflowed() -> bool:
-            rss_during.append(rss_mb())
+            self.rss_during.append(rss_mb())
             return sync.counters()["channel_events_dropped"] > 0
 
         assert until(backlog_overflowed, 40), sync.counters()
-        rss_at_bound = rss_during[-1]
+        self.rss_at_bound = self.rss_during[-1]
         time.sleep(2.0)  # past the bound for a while: memory must stay where it is
-        rss_during.append(rss_mb())
-        full_rates = tick_rates(app, t_full, c_full)
+        self.rss_during.append(rss_mb())
+        self.full_rates = tick_rates(app, t_full, c_full)
+        raised = BurstPlugin.raised
         app.host.set_params("burst", {"per_tick": 0})
-        full_s = time.monotonic() - t_full
-        time.sleep(0.2)  # the new params apply between two ticks
-        counters = sync.counters()
-        status = sync.status()
-        line = status_line(app)
+        self.full_s = time.monotonic() - t_full
+        # The new params apply between two ticks: the burst has ended once nothing more comes.
+        assert until(lambda: unchanged(lambda: BurstPlugin.raised, 0.05), 5, 0.0), raised
+        self.counters = sync.counters()
+        self.status = sync.status()
+        self.line = status_line(app)
 
-        # Reported: status, counters, the systemd STATUS line and one log line for the episode.
+    def check_reported(self) -> None:
+        """Status, counters, the systemd STATUS line and one log line for the episode; the
+        backlog bounded, telemetry dropped and counted, loops on rate, memory flat."""
+        status, counters = self.status, self.counters
         assert "full" in status["outbox"]["last_error"], status["outbox"]
-        assert str(disk.path) in status["outbox"]["last_error"]
+        assert str(self.disk.path) in status["outbox"]["last_error"]
         assert status["outbox"]["error_since"] is not None
         assert counters["outbox_errors"] >= 1
-        assert "outbox writes failing" in line
-        errors = sync_records(caplog, logging.WARNING, records_before)
+        assert "outbox writes failing" in self.line
+        errors = sync_records(self.caplog, logging.WARNING, self.records_before)
         outbox_errors = [
             r
             for r in errors
@@ -370,30 +239,32 @@ def test_a_full_state_dir_is_reported_loops_keep_rate_and_nothing_uncounted_is_l
         assert len(errors) <= 2, [r.getMessage() for r in errors]
         assert not any(r.exc_info for r in errors), "a traceback instead of a report"
         # Events held in the bounded backlog, then left in the rings whose overflow is counted.
-        backlog = counters["events_backlog"]
-        assert 20000 <= backlog <= 20000 + 4 * 1024
-        dropped = counters["channel_events_dropped"]
-        assert dropped > 0 and dropped == BurstPlugin.refused
+        self.backlog = counters["events_backlog"]
+        assert 20000 <= self.backlog <= 20000 + 4 * 1024
+        self.dropped = counters["channel_events_dropped"]
+        assert self.dropped > 0 and self.dropped == BurstPlugin.refused
         # QoS 1 telemetry is not kept while the outbox fails: dropped and counted.
         assert counters["telemetry_error_dropped"] > 0
         # (a few batches stored just before the first failure may still go out)
-        assert probe.count(f"edge/{unique_id}/telemetry/+") - telemetry_at_full <= 6
+        assert self.probe.count(self.telemetry) - self.telemetry_at_full <= 6
         # Every loop kept its rate (ratio to the configured rate, against the healthy baseline).
-        for name, ratio in full_rates.items():
-            assert ratio >= 0.8 * base_rates[name], (name, full_rates, base_rates)
+        for name, ratio in self.full_rates.items():
+            assert ratio >= 0.8 * self.base_rates[name], (name, self.full_rates, self.base_rates)
         # Memory bounded: the backlog is capped, so memory stops growing once it is reached.
-        assert max(rss_during) - rss_before < 50
-        assert rss_during[-1] - rss_at_bound < 8
+        assert max(self.rss_during) - self.rss_before < 50
+        assert self.rss_during[-1] - self.rss_at_bound < 8
 
-        # -- space is freed ------------------------------------------------------------------
+    def free_space_and_drain(self) -> None:
+        """Space is freed: the outbox writes again and the backlog drains to the broker."""
+        app, sync, sink, until = self.app, self.sync, self.sink, self.until
         t_free, c_free = time.monotonic(), app.host.tick_counters()
-        disk.free()
+        self.disk.free()
         assert until(lambda: sync.counters()["outbox_failing"] == 0.0, 10), sync.status()
         assert until(lambda: sync.wait_drained(0.1), 60), sync.counters()
         assert until(lambda: sink.count() >= sync.counters()["events_persisted"], 60, 0.25)
-        drain_s = time.monotonic() - t_free
-        drain_rates = tick_rates(app, t_free, c_free)
-        rss_after = rss_mb()  # before this test parses 20,000 payloads in this process
+        self.drain_s = time.monotonic() - t_free
+        self.drain_rates = tick_rates(app, t_free, c_free)
+        self.rss_after = rss_mb()  # before this test parses 20,000 payloads in this process
 
         def everything_received() -> bool:
             # The three plugins keep raising events: compare at a moment both sides agree.
@@ -401,48 +272,48 @@ def test_a_full_state_dir_is_reported_loops_keep_rate_and_nothing_uncounted_is_l
             return sync.wait_drained(0.05) and got == sync.counters()["events_persisted"]
 
         assert until(everything_received, 20, 0.25), sync.counters()
-        after = sync.counters()
+        self.after = sync.counters()
         assert sync.status()["outbox"]["last_error"] is None
-        recovered = [r.getMessage() for r in sync_records(caplog, logging.WARNING)]
+        recovered = [r.getMessage() for r in sync_records(self.caplog, logging.WARNING)]
         assert any("writable again" in m for m in recovered), recovered
-        assert probe.wait_for(
-            lambda: probe.count(f"edge/{unique_id}/telemetry/+") > telemetry_at_full + 6, 10
+        assert self.probe.wait_for(
+            lambda: self.probe.count(self.telemetry) > self.telemetry_at_full + 6, 10
         )
 
-        # Nothing lost that was not counted: contiguous seqs per plugin, every burst event
-        # either received (in the order raised) or counted as dropped at its ring.
-        events = received_events(sink)
+    def check_nothing_uncounted_lost(self) -> None:
+        """Contiguous seqs per plugin; every burst event either received (in the order raised)
+        or counted as dropped at its ring."""
+        events = received_events(self.sink)
         for name, got in events.items():
             assert [p["seq"] for p in got] == list(range(1, len(got) + 1)), name
-        burst = [p["data"]["n"] for p in events["burst"]]
-        assert burst == sorted(burst)
-        assert len(burst) + after["channel_events_dropped"] == BurstPlugin.raised
-        assert after["channel_events_dropped"] == dropped  # nothing dropped after recovery
-        assert not any(r.exc_info for r in caplog.records if r.name.startswith("agent"))
+        self.burst = [p["data"]["n"] for p in events["burst"]]
+        assert self.burst == sorted(self.burst)
+        assert len(self.burst) + self.after["channel_events_dropped"] == BurstPlugin.raised
+        # Nothing dropped after recovery.
+        assert self.after["channel_events_dropped"] == self.dropped
+        assert not any(r.exc_info for r in self.caplog.records if r.name.startswith("agent"))
 
-        figures = {
-            "filler_mib": filled >> 20,
-            "full_s": round(full_s, 1),
-            "backlog_events": backlog,
-            "ring_dropped": dropped,
-            "outbox_errors": counters["outbox_errors"],
-            "telemetry_rows_dropped": counters["telemetry_error_dropped"],
-            "tick_ratio_full": {n: round(full_rates[n] / base_rates[n], 3) for n in full_rates},
-            "drained_events": len(burst),
-            "drain_s": round(drain_s, 1),
-            "tick_ratio_draining": {
-                n: round(drain_rates[n] / base_rates[n], 3) for n in drain_rates
-            },
+    def figures(self) -> dict[str, Any]:
+        """What this run measured."""
+        base = self.base_rates
+        return {
+            "filler_mib": self.filled >> 20,
+            "full_s": round(self.full_s, 1),
+            "backlog_events": self.backlog,
+            "ring_dropped": self.dropped,
+            "outbox_errors": self.counters["outbox_errors"],
+            "telemetry_rows_dropped": self.counters["telemetry_error_dropped"],
+            "tick_ratio_full": {n: round(r / base[n], 3) for n, r in self.full_rates.items()},
+            "drained_events": len(self.burst),
+            "drain_s": round(self.drain_s, 1),
+            "tick_ratio_draining": {n: round(r / base[n], 3) for n, r in self.drain_rates.items()},
             "rss_mib": {
-                "before": rss_before,
-                "at_bound": rss_at_bound,
-                "2s_later": rss_during[-1],
-                "after": rss_after,
+                "before": self.rss_before,
+                "at_bound": self.rss_at_bound,
+                "2s_later": self.rss_during[-1],
+                "after": self.rss_after,
             },
         }
-        print("\nstate_dir full:", json.dumps(figures))
-    finally:
-        app.stop(timeout=3.0)
 
 
 def test_starting_on_a_full_state_dir_runs_the_loops_and_opens_the_outbox_later(
@@ -468,7 +339,35 @@ def test_starting_on_a_full_state_dir_runs_the_loops_and_opens_the_outbox_later(
     previous.close()
     disk.fill()
 
-    # As a process: it starts, its loops run, and it says why nothing is stored.
+    _as_a_process_on_a_full_state_dir(disk, broker, unique_id, tmp_path)
+
+    # In-process: loops tick while the outbox cannot open; the error is in status; once space
+    # is back the outbox opens by itself and delivers what the previous run left.
+    probe = probe_factory(broker)
+    probe.subscribe(f"edge/{unique_id}/events/#")
+    app = build_agent(cfg)
+    app.start()
+    try:
+        assert app.wait_ready(10)
+        status = app.sync.status()
+        assert f"state_dir {disk.path} is full" in status["outbox"]["last_error"]
+        assert status["counters"]["outbox_failing"] == 1.0
+        before = app.host.tick_counters()
+        assert until(lambda: app.host.tick_counters()["robot"] > before["robot"] + 500, 10)
+        assert not any(p.name.startswith("outbox.db.corrupt") for p in disk.path.iterdir())
+        disk.free()
+        assert probe.wait_for(lambda: len(probe.payloads(topic)) >= 3, 40)
+        assert [p["seq"] for p in probe.payloads(topic)][:3] == [1, 2, 3]
+        assert app.sync.status()["outbox"]["last_error"] is None
+        assert app.sync.counters()["outbox_failing"] == 0.0
+    finally:
+        app.stop(timeout=3.0)
+
+
+def _as_a_process_on_a_full_state_dir(
+    disk: SmallDisk, broker: Broker, unique_id: str, tmp_path: Path
+) -> None:
+    """As a process: it starts, its loops run, and it says why nothing is stored."""
     env = {
         **os.environ,
         "EDGE_AGENT__STATE_DIR": str(disk.path),
@@ -495,29 +394,3 @@ def test_starting_on_a_full_state_dir_runs_the_loops_and_opens_the_outbox_later(
     assert done.returncode == 0, done.stderr
     assert f"state_dir {disk.path} is full" in done.stderr, done.stderr
     assert "ready: all loops ticking" in done.stderr, done.stderr
-
-    # In-process: loops tick while the outbox cannot open; the error is in status; once space
-    # is back the outbox opens by itself and delivers what the previous run left.
-    probe = probe_factory(broker)
-    probe.subscribe(f"edge/{unique_id}/events/#")
-    app = build_agent(cfg)
-    app.start()
-    try:
-        assert app.wait_ready(10)
-        status = app.sync.status()
-        assert f"state_dir {disk.path} is full" in status["outbox"]["last_error"]
-        assert status["counters"]["outbox_failing"] == 1.0
-        before = app.host.tick_counters()
-        assert until(lambda: app.host.tick_counters()["robot"] > before["robot"] + 500, 10)
-        assert not any(p.name.startswith("outbox.db.corrupt") for p in disk.path.iterdir())
-        disk.free()
-        assert probe.wait_for(lambda: len(probe.payloads(topic)) >= 3, 40)
-        assert [p["seq"] for p in probe.payloads(topic)][:3] == [1, 2, 3]
-        assert app.sync.status()["outbox"]["last_error"] is None
-        assert app.sync.counters()["outbox_failing"] == 0.0
-    finally:
-        app.stop(timeout=3.0)
-
-
-if __name__ == "__main__":
-    sys.exit(_sink_main(sys.argv[1:]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,13 +10,7 @@ import pytest
 
 from agent.config.sections import AgentConfig
 from agent.sync.service import SyncService
-
-# The test kit of this folder (sync_fakes) is importable whatever pytest's import mode.
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from sync_fakes import FakeEngine, agent_config  # noqa: E402
+from tests.support.sync import FakeEngine, agent_config
 
 
 @pytest.fixture

@@ -3,22 +3,15 @@ attached, driven over a real Mosquitto."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-_KIT = str(Path(__file__).resolve().parents[1] / "engine")
-if _KIT not in sys.path:
-    sys.path.insert(0, _KIT)
-
-import engine_testkit as kit  # noqa: E402
-
-from agent.plugin.registry import PluginRegistry  # noqa: E402
-from agent.service.app import AgentApp  # noqa: E402
-from agent.sync.service import SyncService  # noqa: E402
+from agent.plugin.registry import PluginRegistry
+from agent.service.app import AgentApp
+from agent.sync.service import SyncService
+from tests.support import engine as kit
 
 
 @pytest.fixture

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sync_fakes import FakeEngine, agent_config
 
 from agent.runtime.manifest import load_manifest
 from agent.sync.builtins import BUILTIN_COMMANDS
 from agent.sync.commands import NoArgs
 from agent.sync.service import SyncService
+from tests.support.sync import FakeEngine, agent_config
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 MODEL = "waveform_classifier"

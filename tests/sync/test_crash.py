@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from agent.config.sections import AgentConfig
+from tests.support.paths import child_env
 
-SCRIPT = Path(__file__).with_name("sync_fakes.py")
 Until = Callable[..., bool]
 
 
 class AgentProcess:
-    """An agent subprocess (SyncService + FakeEngine) from tests/sync/sync_fakes.py."""
+    """An agent subprocess (SyncService + FakeEngine) run as `python -m tests.support.sync`."""
 
     def __init__(self, config: AgentConfig, tmp: Path, *, events: int = 0, rate: float = 1000):
         cfg_file = tmp / f"agent-{time.monotonic_ns()}.json"
@@ -29,7 +29,8 @@ class AgentProcess:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
-                str(SCRIPT),
+                "-m",
+                "tests.support.sync",
                 str(cfg_file),
                 "--events",
                 str(events),
@@ -39,6 +40,7 @@ class AgentProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=child_env(),
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()

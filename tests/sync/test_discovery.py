@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sync_fakes import agent_config
-
 from agent.sync.discovery import (
     HaEntity,
     PluginEntities,
@@ -16,6 +14,7 @@ from agent.sync.discovery import (
     entity_config,
 )
 from agent.transport.topics import Topics
+from tests.support.sync import agent_config
 
 
 def test_discovery_configs_are_retained_and_republished_when_ha_comes_online(

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from sync_fakes import FakeEngine, agent_config
 
 from agent.sync.service import SyncService
+from tests.support.sync import FakeEngine, agent_config
 
 
 class Agent:
@@ -59,7 +59,7 @@ def send(
 ) -> bytes:
     """Publish a command with MQTT 5 properties; its correlation data."""
     corr = uuid.uuid4().hex.encode()
-    props = Properties(PacketTypes.PUBLISH)
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     props.CorrelationData = corr
     if response_topic is not None:
         props.ResponseTopic = response_topic
@@ -131,7 +131,7 @@ def test_a_30000_deep_request_is_bad_json_not_internal(agent: Agent) -> None:
     ):
         corr = send(agent, "ping", body, response_topic=target)
         find = reply_on(agent, target, corr)
-        assert agent.probe.wait_for(lambda f=find: f() is not None)  # type: ignore[misc]
+        assert agent.probe.wait_for(lambda f=find: f() is not None)
         reply = find()
         assert reply["error"]["code"] == "bad_json", reply
         assert "nested too deeply" in reply["error"]["message"]

@@ -31,7 +31,7 @@ def test_qos0_is_dropped_and_counted_while_the_socket_does_not_drain(
                 if link.publish("stall/q0", BLOCK, qos=0) is None:
                     break
                 taken += 1
-                time.sleep(0.005)
+                time.sleep(0.005)  # paced: the 0.3 s stall timer runs while the blocks pile up
             assert link.qos0_dropped == 1, f"never dropped after {taken} blocks"
             assert link.publish("stall/q0", BLOCK, qos=0) is None
             assert link.qos0_dropped == 2

@@ -103,7 +103,7 @@ def test_an_agent_whose_seq_table_was_smashed_starts_reports_and_continues(
     start_service: Any,
     probe_factory: Any,
 ) -> None:
-    from sync_fakes import FakeEngine
+    from tests.support.sync import FakeEngine
 
     cfg = make_config(broker)
     base = f"edge/{cfg.device.id}"

@@ -7,19 +7,13 @@ made the retained `state` describe the new id while the old one was still served
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
-_KIT = str(Path(__file__).resolve().parents[1] / "engine")
-if _KIT not in sys.path:
-    sys.path.insert(0, _KIT)
-
-import engine_testkit as kit  # noqa: E402
-
-from agent.config import load_config  # noqa: E402
-from agent.plugin.registry import PluginRegistry  # noqa: E402
-from agent.service.compose import build_agent  # noqa: E402
+from agent.config import load_config
+from agent.plugin.registry import PluginRegistry
+from agent.service.compose import build_agent
+from tests.support import engine as kit
 
 
 def write(path: Path, port: int, device: str, state: Path, *, rate: str, group: str) -> None:

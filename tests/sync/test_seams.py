@@ -8,11 +8,11 @@ import time
 from typing import Any
 
 import pytest
-from sync_fakes import FakeEngine
 
 from agent.plugin.channel import OutputChannel
 from agent.sync.documents import COUNTERS
 from agent.sync.service import SyncService
+from tests.support.sync import FakeEngine
 
 
 def test_an_added_channel_is_drained_into_the_durable_outbox_like_a_plugins(

@@ -1,10 +1,9 @@
 """The sync service against a real Mosquitto: status and state, events, telemetry, metrics,
-outages, restarts, the outbox bound, MQTT 3.1.1, TLS, passwords and the transport API."""
+outages, restarts, the outbox bound, MQTT 3.1.1 and the transport API (TLS and passwords:
+test_service_auth.py)."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import subprocess
 import sys
 import time
@@ -13,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sync_fakes import FakeEngine
 
 from agent.sync.service import SyncService
 from agent.transport import InboundMessage
+from tests.support.sync import FakeEngine
 
 Until = Callable[..., bool]
 
@@ -55,7 +54,7 @@ def test_status_online_and_state_are_retained_and_offline_on_clean_stop(
     state = late.wait_payload(f"edge/{device}/state")
     assert state["plugins"][0]["name"] == "gen" and state["version"]
     assert state["accelerator"] == "cpu"
-    first = {}
+    first: dict[str, bool] = {}
     for topic, _, retained, _ in late.messages:
         first.setdefault(topic, retained)
     assert first[f"edge/{device}/status"] and first[f"edge/{device}/state"]
@@ -145,7 +144,7 @@ def outage(
     assert until(lambda: consumer.count(topic) > 100, 10)
     broker.stop()
     assert until(lambda: not service.link.connected, 5)
-    time.sleep(down_s)
+    time.sleep(down_s)  # the scenario: an outage of down_s while the engine keeps producing
     stored_while_down = service.counters()["outbox_depth"]
     broker.start()
     assert consumer.wait_for(lambda: all_seqs(consumer, topic, events), 60), (
@@ -229,7 +228,10 @@ def test_transport_subscribe_and_durable_retained_publish(
     service.subscribe("ext/+/reading", got.append)
     assert until(lambda: service.link.connected)
     probe = probe_factory(broker)
-    time.sleep(0.2)  # the SUBSCRIBE went out with the connect; let it settle
+    # Another client's SUBACK is invisible: a warm-up message that arrives proves the filter.
+    assert probe.publish_until("ext/warmup/reading", b"{}", lambda: len(got) > 0)
+    assert until(lambda: got[-1].topic == "ext/warmup/reading")
+    got.clear()
     probe.publish("ext/a/reading", b'{"v": 1}')
     assert until(lambda: len(got) == 1)
     assert got[0].topic == "ext/a/reading" and got[0].payload == b'{"v": 1}'
@@ -264,7 +266,7 @@ def test_mqtt_311(
 def test_many_agents_in_one_process_have_distinct_clients(
     shared_broker: Any, tmp_path: Path, start_service: Any, probe_factory: Any
 ) -> None:
-    from sync_fakes import agent_config
+    from tests.support.sync import agent_config
 
     probe = probe_factory(shared_broker)
     probe.subscribe("edge/+/status")
@@ -276,230 +278,6 @@ def test_many_agents_in_one_process_have_distinct_clients(
 
 
 # -- TLS and passwords -------------------------------------------------------------------------
-
-
-def _make_pki(folder: Path) -> dict[str, Path]:
-    """A test CA, a server certificate for 127.0.0.1/localhost, a client certificate, and an
-    unrelated CA."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def key() -> ec.EllipticCurvePrivateKey:
-        return ec.generate_private_key(ec.SECP256R1())
-
-    def write(stem: str, cert: x509.Certificate, k: ec.EllipticCurvePrivateKey) -> None:
-        (folder / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (folder / f"{stem}.key").write_bytes(
-            k.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-
-    def ca(cn: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        k = key()
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name(cn))
-            .issuer_name(name(cn))
-            .public_key(k.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(k.public_key()), critical=False
-            )
-            .sign(k, hashes.SHA256())
-        )
-        return cert, k
-
-    def leaf(
-        cn: str,
-        ca_cert: x509.Certificate,
-        ca_key: ec.EllipticCurvePrivateKey,
-        usage: x509.ObjectIdentifier,
-        san: list[x509.GeneralName] | None,
-    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        k = key()
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name(cn))
-            .issuer_name(ca_cert.subject)
-            .public_key(k.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                critical=False,
-            )
-        )
-        if san:
-            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-        return builder.sign(ca_key, hashes.SHA256()), k
-
-    ca_cert, ca_key = ca("edge test CA")
-    write("ca", ca_cert, ca_key)
-    write(
-        "server",
-        *leaf(
-            "127.0.0.1",
-            ca_cert,
-            ca_key,
-            ExtendedKeyUsageOID.SERVER_AUTH,
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
-        ),
-    )
-    write("client", *leaf("edge-device", ca_cert, ca_key, ExtendedKeyUsageOID.CLIENT_AUTH, None))
-    write("other-ca", *ca("someone else's CA"))
-    return {n: folder / f"{n}.crt" for n in ("ca", "server", "client", "other-ca")} | {
-        "server_key": folder / "server.key",
-        "client_key": folder / "client.key",
-    }
-
-
-@pytest.fixture
-def tls_broker(broker_factory: Any, tmp_path: Path) -> tuple[Any, dict[str, Path]]:
-    pki = _make_pki(tmp_path)
-    b = broker_factory(
-        listener_lines=[
-            f"cafile {pki['ca']}",
-            f"certfile {pki['server']}",
-            f"keyfile {pki['server_key']}",
-            "require_certificate true",
-            "tls_version tlsv1.2",
-        ]
-    )
-    return b, pki
-
-
-def _client_tls(pki: dict[str, Path], *, ca: str) -> dict[str, str]:
-    """The mqtt.tls section: trust `ca`, present the test client certificate."""
-    return {
-        "ca_file": str(pki[ca]),
-        "cert_file": str(pki["client"]),
-        "key_file": str(pki["client_key"]),
-    }
-
-
-def test_tls_with_a_test_ca_and_client_certificate(
-    tls_broker: tuple[Any, dict[str, Path]], make_config: Any, start_service: Any, until: Until
-) -> None:
-    b, pki = tls_broker
-    tls = _client_tls(pki, ca="ca")
-    service, _ = start_service(make_config(b, mqtt={"tls": tls}))
-    assert until(lambda: service.link.connected, 15), service.status()["last_error"]
-    assert service.status()["tls"] is True
-
-
-def test_tls_refuses_a_broker_signed_by_another_ca_unless_verify_is_off(
-    tls_broker: tuple[Any, dict[str, Path]], make_config: Any, start_service: Any, until: Until
-) -> None:
-    b, pki = tls_broker
-    tls = _client_tls(pki, ca="other-ca")
-    service, _ = start_service(make_config(b, mqtt={"tls": tls}))
-    assert until(lambda: bool(service.link.last_error), 10)
-    time.sleep(0.5)
-    assert not service.link.connected
-    assert service.status()["last_error"]
-
-
-def test_tls_verify_off_connects_despite_the_unknown_ca(
-    tls_broker: tuple[Any, dict[str, Path]], make_config: Any, start_service: Any, until: Until
-) -> None:
-    b, pki = tls_broker
-    tls = {
-        "ca_file": str(pki["other-ca"]),
-        "cert_file": str(pki["client"]),
-        "key_file": str(pki["client_key"]),
-        "verify": False,
-    }
-    service, _ = start_service(make_config(b, mqtt={"tls": tls}))
-    assert until(lambda: service.link.connected, 15)
-
-
-def test_username_and_password_file(
-    broker_factory: Any, tmp_path: Path, make_config: Any, start_service: Any, until: Until
-) -> None:
-    passwd = tmp_path / "passwd"
-    subprocess.run(
-        ["mosquitto_passwd", "-b", "-c", str(passwd), "edge", "s3cret"],
-        check=True,
-        capture_output=True,
-    )
-    passwd.chmod(0o600)
-    b = broker_factory(anonymous=False, extra_lines=[f"password_file {passwd}"])
-    good = tmp_path / "good.pw"
-    good.write_text("s3cret\n")
-    bad = tmp_path / "bad.pw"
-    bad.write_text("wrong\n")
-    service, _ = start_service(
-        make_config(b, mqtt={"username": "edge", "password_file": str(good)})
-    )
-    assert until(lambda: service.link.connected, 10), service.link.last_error
-    cfg = make_config(
-        b,
-        mqtt={"username": "edge", "password_file": str(bad)},
-        device={"id": "wrong-pw"},
-        state_dir=str(tmp_path / "other"),
-    )
-    refused, _ = start_service(cfg)
-    assert until(lambda: "refused" in refused.link.last_error, 10), refused.link.last_error
-    assert not refused.link.connected
-
-
-def test_password_from_a_systemd_credential(
-    broker_factory: Any,
-    tmp_path: Path,
-    make_config: Any,
-    start_service: Any,
-    until: Until,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    passwd = tmp_path / "passwd"
-    subprocess.run(
-        ["mosquitto_passwd", "-b", "-c", str(passwd), "edge", "fr0m-systemd"],
-        check=True,
-        capture_output=True,
-    )
-    b = broker_factory(anonymous=False, extra_lines=[f"password_file {passwd}"])
-    creds = tmp_path / "credentials"
-    creds.mkdir()
-    (creds / "mqtt-password").write_text("fr0m-systemd")
-    cfg = make_config(b, mqtt={"username": "edge", "password_credential": "mqtt-password"})
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    from agent.errors import ConfigError
-
-    with pytest.raises(ConfigError, match=r"mqtt\.password_credential"):
-        start_service(cfg)
-    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
-    service, _ = start_service(cfg)
-    assert until(lambda: service.link.connected, 10), service.link.last_error
 
 
 def test_without_a_broker_events_wait_and_stop_is_clean(make_config: Any, until: Until) -> None:

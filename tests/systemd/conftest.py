@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nspawn_kit import (
+
+from sim.broker import Broker, free_port
+from tests.support.nspawn import (
     PIP_CACHE_INSIDE,
     Container,
     cached_root,
     ensure_systemd_cgroup,
 )
-from service_kit import CONFIG, MQTT_USER, Service, toml_dumps
-
-from sim.broker import Broker, free_port
+from tests.support.systemd import CONFIG, MQTT_USER, Service, toml_dumps
 
 if sys.version_info >= (3, 11):
     import tomllib

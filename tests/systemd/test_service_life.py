@@ -20,13 +20,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from service_kit import MQTT_USER, UNIT, Service, figures
 
 from sim.broker import Broker
+from tests.support.systemd import (
+    MQTT_USER,
+    UNIT,
+    Service,
+    assert_no_seq_lost,
+    fault_seqs,
+    figures,
+    index_of,
+    mono_s,
+    n_status,
+    restart_figures,
+    wait_status,
+)
 
 pytestmark = pytest.mark.systemd
 
-US = 1e6
 WATCHDOG_S = 10.0
 """The unit's WatchdogSec= (checked by the first test)."""
 
@@ -40,70 +51,6 @@ def probe(service: Service, sd_broker: Broker, probe_class: Any) -> Iterator[Any
     service.box.run("systemctl", "log-level", "debug")
     yield p
     p.close()
-
-
-def mono_s(props: dict[str, str], key: str) -> float:
-    """A *TimestampMonotonic property in seconds (the container shares the host's clock)."""
-    return int(props[key]) / US
-
-
-def fault_seqs(probe: Any, base: str) -> list[int]:
-    """Seqs of the fault plugin's events received so far, each once (QoS 1 may repeat)."""
-    return sorted({p["seq"] for p in probe.payloads(f"{base}/events/fault") if "seq" in p})
-
-
-def assert_no_seq_lost(probe: Any, base: str, beyond: int) -> dict[str, int]:
-    """Wait for events past seq `beyond`, then check every seq from 1 arrived."""
-    assert probe.wait_for(lambda: max(fault_seqs(probe, base), default=0) > beyond + 10, 30), (
-        f"no events after seq {beyond}"
-    )
-    seqs = fault_seqs(probe, base)
-    missing = sorted(set(range(1, seqs[-1] + 1)) - set(seqs))
-    assert not missing, f"event seqs lost: {missing[:20]}"
-    return {"events_seen": len(seqs), "last_seq": seqs[-1]}
-
-
-def wait_status(probe: Any, base: str, after: int, state: str, timeout: float = 30.0) -> Any:
-    """The first status payload with `state` among those received after the first `after`."""
-    found: list[Any] = []
-
-    def check() -> bool:
-        new = probe.payloads(f"{base}/status")[after:]
-        found[:] = [p for p in new if isinstance(p, dict) and p.get("state") == state]
-        return bool(found)
-
-    assert probe.wait_for(check, timeout), f"status never {state!r}"
-    return found[0]
-
-
-def n_status(probe: Any, base: str) -> int:
-    return len(probe.payloads(f"{base}/status"))
-
-
-def index_of(lines: list[str], pattern: str, start: int = 0) -> int:
-    """Index of the first line from `start` matching `pattern` (-1 when none)."""
-    rx = re.compile(pattern)
-    return next((i for i in range(start, len(lines)) if rx.search(lines[i])), -1)
-
-
-def restart_figures(service: Service, before: dict[str, str], t0: float) -> dict[str, Any]:
-    """Wait for the restart that follows a fault at host monotonic `t0`: NRestarts + 1, a new
-    main PID, active again. Seconds to the new process and to active."""
-    props = service.wait(
-        lambda p: (
-            int(p["NRestarts"]) > int(before["NRestarts"])
-            and p["MainPID"] not in ("0", before["MainPID"])
-            and p["ActiveState"] == "active"
-        ),
-        timeout=60,
-        step=0.1,
-    )
-    assert int(props["NRestarts"]) == int(before["NRestarts"]) + 1, props
-    return {
-        "props": props,
-        "restarted_after_s": round(mono_s(props, "ExecMainStartTimestampMonotonic") - t0, 2),
-        "active_after_s": round(mono_s(props, "ActiveEnterTimestampMonotonic") - t0, 2),
-    }
 
 
 def test_enable_now_goes_active_only_after_ready(service: Service, probe: Any) -> None:
@@ -443,5 +390,6 @@ def _model_version(probe: Any, base: str, plugin: str) -> str | None:
     reply = probe.command(base, "plugins.list")
     for p in reply.get("result", []):
         if p["name"] == plugin:
-            return p.get("model_version")
+            version = p.get("model_version")
+            return None if version is None else str(version)
     return None

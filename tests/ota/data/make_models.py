@@ -1,6 +1,6 @@
 """Train the models the OTA tests update to; run with the train venv from the repo root.
 
-    /work/train-venv/bin/python -m tests.ota.data.make_models [NAME ...|quality]
+    .venv-train/bin/python -m tests.ota.data.make_models [NAME ...|quality]
 
 Each is a real model of the waveform task (models/train/waveform.py), exported with the same
 pipeline as the shipped one, into tests/ota/data/<folder>:
@@ -21,17 +21,16 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[3]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from models.train import waveform as wf  # noqa: E402
-from models.train.export import _float_onnx, _sha256, export_model  # noqa: E402
+# Run with -m from the repository root (see above), which puts `models.train` on sys.path.
+from models.train import waveform as wf
+from models.train.export import _float_onnx, _sha256, export_model
 
 DATA = Path(__file__).resolve().parent
+ROOT = DATA.parents[2]
 
 
 def _train(model: object, x: np.ndarray, y: np.ndarray, epochs: int) -> None:
@@ -148,7 +147,7 @@ def make_nan(trained: object) -> None:
     probs = trained(inp)
 
     class ZeroOverZero(keras.layers.Layer):  # type: ignore[misc]
-        def call(self, inputs: list[object]) -> object:
+        def call(self, inputs: list[Any]) -> Any:
             p, x = inputs
             zero = x[:, :1] - x[:, :1]  # data dependent, so the converter cannot fold it away
             return p + zero / zero

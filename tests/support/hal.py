@@ -6,24 +6,16 @@ request (for fixtures such as a broker) and returning a `HalHarness`.
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
-_KIT = str(Path(__file__).resolve().parents[1] / "engine")
-if _KIT not in sys.path:
-    sys.path.insert(0, _KIT)
-
-import engine_testkit as kit  # noqa: E402
-
-from agent.hal.base import ActuatorSpec, HalBackend, SensorSpec  # noqa: E402
-from agent.hal.sim import SimHal  # noqa: E402
+from agent.hal.base import ActuatorSpec, HalBackend, SensorSpec
+from agent.hal.sim import SimHal
+from tests.support import engine as kit
 
 Array = npt.NDArray[np.float32]
 
@@ -60,7 +52,7 @@ class SimHarness:
     def __init__(self) -> None:
         self.sim = kit.WaveSim()
         self.sim.reset(0)
-        self.backend = SimHal({self.plugin: self.sim})
+        self.backend: HalBackend = SimHal({self.plugin: self.sim})
 
     def inject(self, value: Array | None) -> None:
         """Set the window the simulator returns, or a dropout."""
@@ -80,13 +72,3 @@ class SimHarness:
 HARNESSES: dict[str, Callable[[pytest.FixtureRequest], HalHarness]] = {
     "sim": lambda request: SimHarness(),
 }
-
-
-def eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll `check` until true (backends fed from the network answer asynchronously)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(0.005)
-    return False

@@ -4,12 +4,13 @@ the operator's edits of /etc/edge-agent/agent.toml."""
 from __future__ import annotations
 
 import json
-import time
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nspawn_kit import Container
+from tests.support.nspawn import Container
+from tests.support.waiting import until
 
 UNIT = "edge-agent.service"
 CONFIG = "/etc/edge-agent/agent.toml"
@@ -53,13 +54,14 @@ class Service:
         self, predicate: Callable[[dict[str, str]], bool], timeout: float, step: float = 0.05
     ) -> dict[str, str]:
         """Poll `show()` until `predicate` holds; the properties then (fails on timeout)."""
-        deadline = time.monotonic() + timeout
-        props = self.show()
-        while not predicate(props):
-            assert time.monotonic() < deadline, f"unit never got there: {props}"
-            time.sleep(step)
-            props = self.show()
-        return props
+        seen: list[dict[str, str]] = []
+
+        def reached() -> bool:
+            seen[:] = [self.show()]
+            return predicate(seen[0])
+
+        assert until(reached, timeout, step), f"unit never got there: {seen}"
+        return seen[0]
 
     def wait_running(self, timeout: float = 60.0) -> dict[str, str]:
         """Wait for active (running) with a main PID."""
@@ -162,3 +164,72 @@ def _value(value: Any) -> str:
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {value!r} as TOML")
+
+
+# -- what the service-life tests read from the service and its broker --------------------------
+
+US = 1e6
+
+
+def mono_s(props: dict[str, str], key: str) -> float:
+    """A *TimestampMonotonic property in seconds (the container shares the host's clock)."""
+    return int(props[key]) / US
+
+
+def fault_seqs(probe: Any, base: str) -> list[int]:
+    """Seqs of the fault plugin's events received so far, each once (QoS 1 may repeat)."""
+    return sorted({p["seq"] for p in probe.payloads(f"{base}/events/fault") if "seq" in p})
+
+
+def assert_no_seq_lost(probe: Any, base: str, beyond: int) -> dict[str, int]:
+    """Wait for events past seq `beyond`, then check every seq from 1 arrived."""
+    assert probe.wait_for(lambda: max(fault_seqs(probe, base), default=0) > beyond + 10, 30), (
+        f"no events after seq {beyond}"
+    )
+    seqs = fault_seqs(probe, base)
+    missing = sorted(set(range(1, seqs[-1] + 1)) - set(seqs))
+    assert not missing, f"event seqs lost: {missing[:20]}"
+    return {"events_seen": len(seqs), "last_seq": seqs[-1]}
+
+
+def wait_status(probe: Any, base: str, after: int, state: str, timeout: float = 30.0) -> Any:
+    """The first status payload with `state` among those received after the first `after`."""
+    found: list[Any] = []
+
+    def check() -> bool:
+        new = probe.payloads(f"{base}/status")[after:]
+        found[:] = [p for p in new if isinstance(p, dict) and p.get("state") == state]
+        return bool(found)
+
+    assert probe.wait_for(check, timeout), f"status never {state!r}"
+    return found[0]
+
+
+def n_status(probe: Any, base: str) -> int:
+    return len(probe.payloads(f"{base}/status"))
+
+
+def index_of(lines: list[str], pattern: str, start: int = 0) -> int:
+    """Index of the first line from `start` matching `pattern` (-1 when none)."""
+    rx = re.compile(pattern)
+    return next((i for i in range(start, len(lines)) if rx.search(lines[i])), -1)
+
+
+def restart_figures(service: Service, before: dict[str, str], t0: float) -> dict[str, Any]:
+    """Wait for the restart that follows a fault at host monotonic `t0`: NRestarts + 1, a new
+    main PID, active again. Seconds to the new process and to active."""
+    props = service.wait(
+        lambda p: (
+            int(p["NRestarts"]) > int(before["NRestarts"])
+            and p["MainPID"] not in ("0", before["MainPID"])
+            and p["ActiveState"] == "active"
+        ),
+        timeout=60,
+        step=0.1,
+    )
+    assert int(props["NRestarts"]) == int(before["NRestarts"]) + 1, props
+    return {
+        "props": props,
+        "restarted_after_s": round(mono_s(props, "ExecMainStartTimestampMonotonic") - t0, 2),
+        "active_after_s": round(mono_s(props, "ActiveEnterTimestampMonotonic") - t0, 2),
+    }

@@ -39,7 +39,7 @@ def host_mirror(release: str = RELEASE) -> str:
     sources = Path("/etc/apt/sources.list.d")
     for path in sorted(sources.glob("*.sources")) if sources.is_dir() else []:
         for stanza in path.read_text().split("\n\n"):
-            fields = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, re.MULTILINE))
+            fields: dict[str, str] = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, re.MULTILINE))
             if (
                 "deb" in fields.get("Types", "").split()
                 and release in fields.get("Suites", "").split()

@@ -1,7 +1,7 @@
 """Small plugins and a simulator for the engine, host, HAL, run and bench tests.
 
-Importable as `engine_testkit` (tests/engine on sys.path); the run/bench subprocess tests register
-these classes as entry points through a dist-info directory (see `write_entry_points`).
+The run/bench subprocess tests register these classes as entry points through a dist-info
+directory (see `write_entry_points`), with `paths.child_env` putting `tests.support` in reach.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"
 WAVE_MODEL = "waveform_classifier"
 WINDOW = 16
-TESTKIT_DIR = Path(__file__).resolve().parent
 
 
 def load_test_model(name: str = WAVE_MODEL, fmt: str | None = None) -> Model:
@@ -242,7 +241,7 @@ class WavePlugin(Plugin):
     telemetry_fields = ("label", "score")
     default_model = WAVE_MODEL
     default_rate_hz = 200.0
-    simulator = "engine_testkit:WaveSim"
+    simulator = "tests.support.engine:WaveSim"
 
     def setup(self, ctx: PluginContext) -> None:
         """Allocate every buffer and cache references."""
@@ -280,12 +279,12 @@ class WavePlugin(Plugin):
 
 
 ENTRY_POINTS = {
-    "counter": "engine_testkit:CounterPlugin",
-    "probe": "engine_testkit:ParamProbePlugin",
-    "slow": "engine_testkit:SlowPlugin",
-    "crashy": "engine_testkit:CrashyPlugin",
-    "hang": "engine_testkit:HangPlugin",
-    "wave": "engine_testkit:WavePlugin",
+    "counter": "tests.support.engine:CounterPlugin",
+    "probe": "tests.support.engine:ParamProbePlugin",
+    "slow": "tests.support.engine:SlowPlugin",
+    "crashy": "tests.support.engine:CrashyPlugin",
+    "hang": "tests.support.engine:HangPlugin",
+    "wave": "tests.support.engine:WavePlugin",
 }
 
 

@@ -1,7 +1,7 @@
 """A small in-test engine (EngineControl double) with real output channels, and an agent process.
 
 Run as a script it is an agent process for kill -9 tests:
-    python tests/sync/sync_fakes.py CONFIG.json [--events N] [--rate HZ]
+    python -m tests.support.sync CONFIG.json [--events N] [--rate HZ]
 It starts a SyncService against a FakeEngine whose plugin `gen` raises N events at HZ, prints
 `READY` once started, and stops cleanly on SIGTERM.
 """
@@ -163,7 +163,7 @@ class FakeEngine:
                 target = start + (i + 1) * period
                 delay = target - time.perf_counter()
                 if delay > 0:
-                    time.sleep(delay)
+                    time.sleep(delay)  # the producer's rate
 
         t = threading.Thread(target=run, daemon=True)
         t.start()

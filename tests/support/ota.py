@@ -1,7 +1,6 @@
 """Helpers for the OTA tests: paths of the committed test models, configs, a plugin, feeding.
 
-Importable as `ota_testkit` (tests/ota is on sys.path while its tests run); the crash test's
-child process imports it too.
+The crash test's child process (tests/ota/ota_crash_child.py) imports it too.
 """
 
 from __future__ import annotations
@@ -21,12 +20,13 @@ from agent.ota import Bundle, OtaReceiver, RollbackArgs, load_private_key, pack_
 from agent.ota.envelope import UpdateBody
 from agent.plugin.base import Plugin, PluginContext, PluginParams
 from agent.runtime.base import Model
+from tests.support.paths import OTA_DATA
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"
 NAME = "waveform_classifier"
 SHIPPED = MODELS / NAME
-DATA = Path(__file__).resolve().parent / "data"
+DATA = OTA_DATA
 V1_1 = DATA / "v1_1_0"
 SLOW = DATA / "slow"
 W32 = DATA / "w32"
