@@ -3,6 +3,8 @@
 Phases, in one process, one after the other:
 1. the agent as `edge-agent run` starts it, every configured plugin ticking, for `duration_s`:
    ready time, RSS, per plugin tick time (the whole tick) and lateness;
+   then each plugin once more with its devices, model slot and outputs timed (`stages_us`,
+   agent/bench/breakdown.py);
 2. per plugin with a model, the same model file through the runtime's plain API: in a tight
    loop (`bare_us`), and paced at the plugin's rate with the same sleep/spin policy
    (`bare_paced_us`: what the plain call costs when it runs only every period, as ticks do);
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.bench.bare import bare_call, time_tight
+from agent.bench.breakdown import breakdown
 from agent.config.sections import AgentConfig
 from agent.engine.gc_slack import SlackCollector
 from agent.engine.histogram import Histogram, HistogramSnapshot
@@ -56,13 +59,21 @@ def bench_engine(
         pc = plugin_configs[name]
         # The same wait policy, CPU set and priority as the plugin's own loop.
         policy = LoopPolicy(
-            float(stats["rate_hz"]), config.engine.spin_us, pc.cpu_affinity, pc.realtime_priority
+            float(stats["rate_hz"]),
+            config.engine.spin_us,
+            pc.cpu_affinity,
+            pc.realtime_priority,
+            pc.wait,
         )
         model = run["models"].get(name)
         with mode:
             bare = _bare_phase(model, policy, floor_s, config) if model else None
             floor = _loop_phase(policy, floor_s, mode.collector, None).late_hist
-        plugins.append(_plugin_report(name, stats, model, bare, floor.snapshot()))
+        report = _plugin_report(name, stats, model, bare, floor.snapshot())
+        report["wait"] = policy.wait
+        report["cpu_affinity"] = policy.cpu_affinity
+        report["stages_us"] = run["stages"].get(name)
+        plugins.append(report)
     floor_rss = floor_rss_mb(run["modules"], list(run["models"].values()), config.runtime.threads)
     return {
         "rss_mb": round(run["rss_mb"], 1),
@@ -83,6 +94,7 @@ class LoopPolicy:
     spin_us: int
     cpu_affinity: list[int] | None
     realtime_priority: int | None
+    wait: str = "sleep"
 
 
 def _agent_phase(
@@ -96,6 +108,11 @@ def _agent_phase(
         ready_ms = process_age_s() * 1e3
         time.sleep(duration_s)
         stats = app.host.stats()
+        stages = {
+            name: breakdown(app.host.runner(name), min(duration_s, 5.0))
+            for name in stats
+            if stats[name]["state"] == "running"
+        }
         models = {
             name: (slot.model.name, slot.model.backend, slot.model.path)
             for name, slot in app.host.model_slots().items()
@@ -105,6 +122,7 @@ def _agent_phase(
             "rss_mb": rss_mb(),
             "modules": library_modules(),
             "stats": stats,
+            "stages": stages,
             "models": models,
         }
     finally:
@@ -139,6 +157,7 @@ def _loop_phase(
         collector=collector,
         cpu_affinity=policy.cpu_affinity,
         realtime_priority=policy.realtime_priority,
+        wait=policy.wait,
         tick_hist=Histogram(),
         late_hist=Histogram(),
     )
