@@ -9,7 +9,9 @@ Phases, in one process, one after the other:
    loop (`bare_us`), and paced at the plugin's rate with the same sleep/spin policy
    (`bare_paced_us`: what the plain call costs when it runs only every period, as ticks do);
 3. per plugin, an empty loop at the same rate and wait policy, alone (`floor_lateness_us`);
-4. a bare Python subprocess importing the same libraries (every standard-library and
+4. the RSS each imported library package adds, in the agent's import order (`import_rss_mb`,
+   agent/bench/imports.py);
+5. a bare Python subprocess importing the same libraries (every standard-library and
    site-packages module the agent process had imported) and loading the same model files with
    the plain APIs (`floor_rss_mb`): the difference is the agent's own code and data.
 Targets are reported, never asserted: the machine is noisy and only ratios compare.
@@ -28,6 +30,7 @@ from typing import Any
 
 from agent.bench.bare import bare_call, time_tight
 from agent.bench.breakdown import breakdown
+from agent.bench.imports import import_breakdown
 from agent.config.sections import AgentConfig
 from agent.engine.gc_slack import SlackCollector
 from agent.engine.histogram import Histogram, HistogramSnapshot
@@ -75,10 +78,12 @@ def bench_engine(
         report["stages_us"] = run["stages"].get(name)
         plugins.append(report)
     floor_rss = floor_rss_mb(run["modules"], list(run["models"].values()), config.runtime.threads)
+    imports = import_breakdown(run["modules"])
     return {
         "rss_mb": round(run["rss_mb"], 1),
         "floor_rss_mb": round(floor_rss, 1),
         "rss_ratio": round(run["rss_mb"] / floor_rss, 3) if floor_rss else None,
+        "import_rss_mb": imports,
         "ready_ms": round(run["ready_ms"], 1),
         "duration_s": duration_s,
         "floor_s": floor_s,
