@@ -3,11 +3,15 @@
 Phases, in one process, one after the other:
 1. the agent as `edge-agent run` starts it, every configured plugin ticking, for `duration_s`:
    ready time, RSS, per plugin tick time (the whole tick) and lateness;
+   then each plugin once more with its devices, model slot and outputs timed (`stages_us`,
+   agent/bench/breakdown.py);
 2. per plugin with a model, the same model file through the runtime's plain API: in a tight
    loop (`bare_us`), and paced at the plugin's rate with the same sleep/spin policy
    (`bare_paced_us`: what the plain call costs when it runs only every period, as ticks do);
 3. per plugin, an empty loop at the same rate and wait policy, alone (`floor_lateness_us`);
-4. a bare Python subprocess importing the same libraries (every standard-library and
+4. the RSS each imported library package adds, in the agent's import order (`import_rss_mb`,
+   agent/bench/imports.py);
+5. a bare Python subprocess importing the same libraries (every standard-library and
    site-packages module the agent process had imported) and loading the same model files with
    the plain APIs (`floor_rss_mb`): the difference is the agent's own code and data.
 Targets are reported, never asserted: the machine is noisy and only ratios compare.
@@ -25,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.bench.bare import bare_call, time_tight
+from agent.bench.breakdown import breakdown
+from agent.bench.imports import import_breakdown
 from agent.config.sections import AgentConfig
 from agent.engine.gc_slack import SlackCollector
 from agent.engine.histogram import Histogram, HistogramSnapshot
@@ -56,18 +62,28 @@ def bench_engine(
         pc = plugin_configs[name]
         # The same wait policy, CPU set and priority as the plugin's own loop.
         policy = LoopPolicy(
-            float(stats["rate_hz"]), config.engine.spin_us, pc.cpu_affinity, pc.realtime_priority
+            float(stats["rate_hz"]),
+            config.engine.spin_us,
+            pc.cpu_affinity,
+            pc.realtime_priority,
+            pc.wait,
         )
         model = run["models"].get(name)
         with mode:
             bare = _bare_phase(model, policy, floor_s, config) if model else None
             floor = _loop_phase(policy, floor_s, mode.collector, None).late_hist
-        plugins.append(_plugin_report(name, stats, model, bare, floor.snapshot()))
+        report = _plugin_report(name, stats, model, bare, floor.snapshot())
+        report["wait"] = policy.wait
+        report["cpu_affinity"] = policy.cpu_affinity
+        report["stages_us"] = run["stages"].get(name)
+        plugins.append(report)
     floor_rss = floor_rss_mb(run["modules"], list(run["models"].values()), config.runtime.threads)
+    imports = import_breakdown(run["modules"])
     return {
         "rss_mb": round(run["rss_mb"], 1),
         "floor_rss_mb": round(floor_rss, 1),
         "rss_ratio": round(run["rss_mb"] / floor_rss, 3) if floor_rss else None,
+        "import_rss_mb": imports,
         "ready_ms": round(run["ready_ms"], 1),
         "duration_s": duration_s,
         "floor_s": floor_s,
@@ -83,6 +99,7 @@ class LoopPolicy:
     spin_us: int
     cpu_affinity: list[int] | None
     realtime_priority: int | None
+    wait: str = "sleep"
 
 
 def _agent_phase(
@@ -96,6 +113,11 @@ def _agent_phase(
         ready_ms = process_age_s() * 1e3
         time.sleep(duration_s)
         stats = app.host.stats()
+        stages = {
+            name: breakdown(app.host.runner(name), min(duration_s, 5.0))
+            for name in stats
+            if stats[name]["state"] == "running"
+        }
         models = {
             name: (slot.model.name, slot.model.backend, slot.model.path)
             for name, slot in app.host.model_slots().items()
@@ -105,6 +127,7 @@ def _agent_phase(
             "rss_mb": rss_mb(),
             "modules": library_modules(),
             "stats": stats,
+            "stages": stages,
             "models": models,
         }
     finally:
@@ -139,6 +162,7 @@ def _loop_phase(
         collector=collector,
         cpu_affinity=policy.cpu_affinity,
         realtime_priority=policy.realtime_priority,
+        wait=policy.wait,
         tick_hist=Histogram(),
         late_hist=Histogram(),
     )

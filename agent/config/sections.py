@@ -205,6 +205,11 @@ class PluginConfig(Section):
     realtime_priority: int | None = Field(
         default=None, ge=1, le=99, description="SCHED_FIFO priority (needs CAP_SYS_NICE)"
     )
+    wait: Literal["sleep", "spin"] = Field(
+        default="sleep",
+        description="sleep: sleep to engine.spin_us before each deadline, then spin; spin: "
+        "spin the whole period so the core stays hot (one core at 100 %, give it cpu_affinity)",
+    )
 
     @field_validator("cpu_affinity")
     @classmethod

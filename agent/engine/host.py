@@ -155,7 +155,9 @@ class PluginHost:
             resources=RunnerResources(
                 slot, sensors, actuators, OutputChannel(pc.name, cls.telemetry_fields), model_name
             ),
-            options=LoopOptions(pc.cpu_affinity, pc.realtime_priority, self._mode.collector),
+            options=LoopOptions(
+                pc.cpu_affinity, pc.realtime_priority, self._mode.collector, wait=pc.wait
+            ),
             engine=self.config.engine,
             stable_s=self._stable_s,
             overrun_window_s=self._overrun_window_s,
@@ -179,6 +181,10 @@ class PluginHost:
             if runner.res.slot is not None:
                 runner.res.slot.model.close()
             self.hal.release(name)
+
+    def runner(self, name: str) -> PluginRunner:
+        """The runner of plugin `name` (PluginError if it has none)."""
+        return self._runner(name)
 
     def _runner(self, name: str, *, build: bool = False) -> PluginRunner:
         runner = self._runners.get(name)

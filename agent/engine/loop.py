@@ -9,6 +9,13 @@ a waking loop waits for it, and the spin window absorbs that wait, so the tick s
 with a CPU-bound Python thread around, every release costs up to a switch interval to get the
 GIL back, and lateness p50 rose from under 1 us to 25-30 us.)
 
+`wait="spin"` (a plugin that owns a core: `cpu_affinity = [N]`) never sleeps: the loop spins on
+perf_counter_ns for the whole period, so the core never idles and the tick runs on warm caches
+and branch predictors at full clock. On the dev VM a call made right after a ~ms sleep ran 5-30x
+slower than in a tight loop (shared/MEASURED.md); spinning is what the tight loop does. It costs
+one core at 100 % and holds the GIL between switch intervals, so it belongs on an isolated core
+(isolcpus/nohz_full) and best in its own process (`isolate = true`). docs/realtime.md has figures.
+
 Ticks happen only on the deadline grid (start + k * period). A deadline that has already passed
 when the previous tick ends is skipped and counted (`skipped`; the tick that caused it counts as
 one `overrun`): ticks are never bunched to catch up. Lateness is wake-up time minus deadline.
@@ -45,6 +52,8 @@ from agent.engine.mailbox import Mailbox
 log = logging.getLogger(__name__)
 
 MAX_SLEEP_NS = 50_000_000
+FULL_SPIN_NS = 1 << 62
+WAIT_MODES = ("sleep", "spin")
 _PR_SET_TIMERSLACK = 29
 
 Tick = Callable[[int], None]
@@ -63,6 +72,7 @@ class Loop:
         spin_us: int = 100,
         collector: SlackCollector | None = None,
         spin_yield: bool = False,
+        wait: str = "sleep",
         cpu_affinity: list[int] | None = None,
         realtime_priority: int | None = None,
         tick_hist: Histogram | None = None,
@@ -72,7 +82,9 @@ class Loop:
         self._tick = tick
         self._period_ns = period_ns(rate_hz)
         self.rate_hz = rate_hz
-        self._spin_ns = spin_us * 1000
+        self.wait = wait
+        # A spin window longer than any period: the wait below never sleeps.
+        self._spin_ns = FULL_SPIN_NS if wait == "spin" else spin_us * 1000
         self._collector = collector
         self._spin_yield = spin_yield
         self._affinity = cpu_affinity
@@ -180,6 +192,7 @@ class Loop:
         mailbox = self.mailbox
         period = self._period_ns
         spin = self._spin_ns
+        full_spin = self.wait == "spin"
         collector = self._collector
         gc_count = gc.get_count
         gc_threshold = collector.threshold0 if collector is not None else 0
@@ -193,6 +206,10 @@ class Loop:
                 if self._stop_requested:
                     return
                 wait = deadline - spin - perf()
+            if full_spin:  # spin in slices, so a stop request is seen at low rates too
+                while deadline - perf() > MAX_SLEEP_NS:
+                    if self._stop_requested:
+                        return
             now = perf()
             if spin_yield:
                 while now < deadline:

@@ -8,7 +8,7 @@ from agent.config.sections import AgentConfig, PluginConfig
 
 LIVE_PLUGIN_FIELDS = ("enabled", "rate_hz", "params", "model")
 """Plugin settings applied to a running plugin without restarting it (enabled starts/stops)."""
-RESTART_PLUGIN_FIELDS = ("cpu_affinity", "realtime_priority")
+RESTART_PLUGIN_FIELDS = ("cpu_affinity", "realtime_priority", "wait")
 """Plugin settings applied by restarting the plugin's loop."""
 PROCESS_SECTIONS = ("hal", "runtime", "models_dir", "state_dir")
 """Sections the engine reads only at process start."""

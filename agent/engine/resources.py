@@ -32,3 +32,5 @@ class LoopOptions:
     cpu_affinity: list[int] | None = None
     realtime_priority: int | None = None
     collector: SlackCollector | None = None
+    wait: str = "sleep"
+    """"sleep" (sleep, then spin the last engine.spin_us) or "spin" (the whole period)."""

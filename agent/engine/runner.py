@@ -122,6 +122,7 @@ class PluginRunner:
                 collector=self.options.collector,
                 cpu_affinity=self.options.cpu_affinity,
                 realtime_priority=self.options.realtime_priority,
+                wait=self.options.wait,
                 tick_hist=self.tick_hist,
                 late_hist=self.late_hist,
             )

@@ -165,7 +165,7 @@ class Reload:
             return  # disabled and never built: the new config is all there is to change
         cls = self.host._classes[name]
         new = change.new
-        options = LoopOptions(new.cpu_affinity, new.realtime_priority)
+        options = LoopOptions(new.cpu_affinity, new.realtime_priority, wait=new.wait)
         runner.reconfigure(self.host.config.engine, options)
         rate = effective_rate(new, cls) if "rate_hz" in change.fields else None
         if rate is not None or name in self.staged.params:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import ClassVar
 
@@ -27,8 +28,10 @@ _LIDAR, _GOAL = 1, 2  # dropout bits
 class RobotPlugin(Plugin):
     """Drives a differential-drive robot to its goal with a distilled policy at 500 Hz.
 
-    Each tick: read the lidar and the goal straight into preallocated buffers, copy them into
-    the model slot and run the policy. Its action row is a heading (72 bin logits: argmax,
+    Each tick: read the lidar straight into the model slot's input row (the slot keeps its
+    buffers for life, so the row doubles as the scan the safety layer checks), the goal into a
+    scratch buffer copied into the row only when it is good (so the row holds the last good
+    goal), and run the policy. Its action row is a heading (72 bin logits: argmax,
     refined by a parabola through the peak and its neighbours) and a speed; one law turns it into
     wheel speeds (turn rate `turn_gain` x heading error, speed within what turning leaves).
     The safety layer then cuts any translation toward a lidar return nearer than
@@ -86,14 +89,18 @@ class RobotPlugin(Plugin):
         self._telemetry = ctx.out.telemetry
         self._run = ctx.model.run  # the slot's run: follows model swaps
         row = ctx.model.inputs[0][0]
-        self._in_scan = row[:N_RAYS]
-        self._in_goal = row[N_RAYS:]
+        self._scan = row[:N_RAYS]
+        self._goal = row[N_RAYS:]
+        self._goal.fill(0.0)
         action = ctx.model.outputs[0][0]
         self._logits = action[:N_BINS]
-        self._speed = action[N_BINS:]
-        self._scan = np.zeros(N_RAYS, np.float32)
+        self._argmax = self._logits.argmax
+        self._item = action.item
         self._goal_raw = np.zeros(3, np.float32)
-        self._goal = np.zeros(3, np.float32)
+        self._scan_min = functools.partial(np.minimum.reduce, self._scan)
+        # x.dot(x) is NaN or inf when any value is: one BLAS call, cheaper than a sum.
+        self._scan_norm = functools.partial(self._scan.dot, self._scan)
+        self._goal_norm = functools.partial(self._goal_raw.dot, self._goal_raw)
         self._cmd = np.zeros(2, np.float32)
         self._row = np.zeros(len(self.telemetry_fields), np.float64)
         p = RobotParams.model_validate(ctx.params.model_dump())
@@ -172,20 +179,25 @@ class RobotPlugin(Plugin):
         """Read the lidar; False on a dropout (no reading, NaN or inf rays), reported once."""
         ok = self._read_lidar(self._scan)
         if ok:
-            self._min_range = float(self._scan.min())
-            total = float(self._scan.sum())
-            ok = total - total == 0.0  # NaN when any ray is NaN or infinite
+            norm = float(self._scan_norm())
+            ok = norm - norm == 0.0  # NaN when any ray is NaN or infinite
+            if ok:
+                self._min_range = float(self._scan_min())
+        if ok and not self._dropped:
+            return True
         return self._track(now_ns, _LIDAR, ok, "lidar")
 
     def _sense_goal(self, now_ns: int) -> bool:
         """Read the goal; during a dropout hold the last good one for `goal_hold_s`."""
         ok = self._read_goal(self._goal_raw)
         if ok:
-            total = float(self._goal_raw.sum())
-            ok = total - total == 0.0  # NaN when any value is NaN or infinite
+            norm = float(self._goal_norm())
+            ok = norm - norm == 0.0  # NaN when any value is NaN or infinite
         if ok:
-            np.copyto(self._goal, self._goal_raw)
+            self._goal[...] = self._goal_raw
             self._goal_age = 0
+            if not self._dropped:
+                return True
         else:
             self._goal_age += 1
         self._track(now_ns, _GOAL, ok, "goal")
@@ -201,16 +213,14 @@ class RobotPlugin(Plugin):
         return ok
 
     def _policy(self) -> tuple[float, float]:
-        """Run the model on the current scan and goal; wheel speeds from its action."""
-        np.copyto(self._in_scan, self._scan)
-        np.copyto(self._in_goal, self._goal)
+        """Run the model on the scan and goal in its input row; wheel speeds from its action."""
         self._run()
-        logits = self._logits
-        k = int(logits.argmax())
-        peak = float(logits[k])
-        before = float(logits[k - 1])  # k - 1 = -1 wraps to the last bin, as headings do
-        after = float(logits[(k + 1) % N_BINS])
-        speed = float(self._speed[0]) * SPEED_UNIT
+        item = self._item
+        k = int(self._argmax())
+        peak = item(k)
+        before = item(k - 1 if k else N_BINS - 1)  # headings wrap: bin 0 neighbours the last
+        after = item(k + 1 if k + 1 < N_BINS else 0)
+        speed = item(N_BINS) * SPEED_UNIT
         if peak != peak or speed != speed:  # NaN from a broken model: stop
             return 0.0, 0.0
         curve = before - 2.0 * peak + after

@@ -47,6 +47,15 @@ def test_bench_prints_one_json_object_with_every_figure(tmp_path: Path) -> None:
         assert 0 <= wave[key]["p50"] <= wave[key]["p99"] <= wave[key]["max"], key
     assert wave["ratio_p50"] == round(wave["tick_us"]["p50"] / wave["bare_us"]["p50"], 2)
     assert wave["ticks"] > 200 and 0 <= wave["overruns"] <= wave["ticks"]
+    assert wave["wait"] == "sleep"
+    stages = wave["stages_us"]
+    assert set(stages) >= {"sensors", "model", "actuators", "outputs", "plugin", "tick_us"}
+    assert stages["ticks"] > 0 and stages["model"]["p50"] > 0
+    # Means add up across stages: the stages account for the whole proxied tick.
+    total = sum(stages[k]["mean"] for k in ("sensors", "model", "actuators", "outputs", "plugin"))
+    assert total == pytest.approx(stages["tick_us"]["mean"], abs=0.1)
+    imports = report["import_rss_mb"]
+    assert imports["python"] > 0 and "numpy" in imports
 
 
 @pytest.mark.slow
