@@ -79,7 +79,7 @@ class FleetObserver:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
-        self._Properties = Properties
+        self._Properties: Any = Properties
         self._PacketTypes = PacketTypes
         self.v5 = protocol == "5"
         self.client = operator_client("fleet-observer", protocol=protocol)

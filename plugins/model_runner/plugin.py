@@ -6,6 +6,7 @@ import math
 from typing import ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from agent.errors import ModelError, PluginError
 from agent.hal.base import SensorSpec
@@ -18,6 +19,8 @@ from plugins.model_runner.config import (
     telemetry_fields,
 )
 from plugins.model_runner.rules import ClassChange, Threshold
+
+FloatArray = npt.NDArray[np.float32]
 
 
 class ModelRunnerPlugin(Plugin):
@@ -93,7 +96,9 @@ class ModelRunnerPlugin(Plugin):
     def _bind_outputs(self, ctx: PluginContext, p: ModelRunnerParams) -> None:
         """Views of each output, its telemetry slots, and the rules fed from it."""
         assert ctx.model is not None
-        labelled, plain, levels = [], [], []
+        labelled: list[tuple[FloatArray, int, tuple[ClassChange, ...]]] = []
+        plain: list[tuple[FloatArray, npt.NDArray[np.float64]]] = []
+        levels: list[tuple[FloatArray, int, Threshold]] = []
         changes: list[ClassChange] = []
         offset = 0
         for o in p.outputs:
@@ -131,8 +136,10 @@ class ModelRunnerPlugin(Plugin):
         self._offset[:] = [c.offset for c in params.channels]
         self._every = params.every_n_ticks
         self._telemetry_every = params.telemetry_every
-        ordered = [r for o in params.outputs for r in params.rules if r.output == o.name and
-                   isinstance(r, ClassChangeRule)]  # fmt: skip
+        ordered: list[ClassChangeRule | ThresholdRule] = [
+            r for o in params.outputs for r in params.rules
+            if r.output == o.name and isinstance(r, ClassChangeRule)
+        ]  # fmt: skip
         ordered += [r for o in params.outputs for r in params.rules if r.output == o.name and
                     isinstance(r, ThresholdRule)]  # fmt: skip
         for rule, cfg in zip(self._rules, ordered, strict=True):
@@ -230,8 +237,8 @@ class ModelRunnerPlugin(Plugin):
                     rule.feed(now_ns, top, p, out)
         for flat, view in self._plain:
             np.copyto(view, flat)
-        for flat, value, rule in self._threshold_feeds:
-            rule.feed(now_ns, float(flat[value]), out)
+        for flat, value, level in self._threshold_feeds:
+            level.feed(now_ns, float(flat[value]), out)
         if self._runs % self._telemetry_every == 0:
             row[-1] = self.dropouts
             out.telemetry(now_ns, row)

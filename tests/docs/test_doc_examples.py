@@ -44,10 +44,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from doc_examples import REPO, Example, all_examples, is_synopsis, program
 
 from sim.agentproc import AgentProcess
 from sim.broker import Broker, free_port
+from tests.docs.doc_examples import REPO, Example, all_examples, is_synopsis, program
 
 DEVICE = "kitchen-1"
 GROUP = "lab"

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from test_mqtt_hal import hal_config
 
 from agent.hal.base import SensorSpec
 from agent.hal.mqtt import MqttHal
+from tests.hal.test_mqtt_hal import hal_config
 
 
 def test_an_infinite_or_out_of_range_reading_is_a_dropout(
