@@ -58,3 +58,11 @@ class NetworkDriver(Protocol):
 
     def detach(self, client: Any) -> None:
         """Stop driving `client` (its DISCONNECT has been sent or it never connected)."""
+
+
+def user_properties(props: Any) -> tuple[tuple[str, str], ...]:
+    """The MQTT 5 user properties of a message's paho properties, as (key, value) pairs."""
+    pairs = getattr(props, "UserProperty", None) if props is not None else None
+    if not pairs:
+        return ()
+    return tuple((str(k), str(v)) for k, v in pairs)

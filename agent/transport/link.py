@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from agent.backoff import Backoff
 from agent.config.sections import AgentConfig
-from agent.transport.base import InboundMessage, MessageHandler, NetworkDriver, Qos
+from agent.transport.base import InboundMessage, MessageHandler, NetworkDriver, Qos, user_properties
 from agent.transport.security import read_password, tls_context
 
 if TYPE_CHECKING:
@@ -40,10 +40,8 @@ def client_id_for(config: AgentConfig) -> str:
 
 
 class MqttLink:
-    """A reconnecting MQTT client: publish from any thread, handlers per topic filter.
-
-    `on_connected`, `on_disconnected` and `on_ack(mid, ok)` are called on the network thread.
-    """
+    """A reconnecting MQTT client: publish from any thread, handlers per topic filter; the
+    callbacks `on_connected`, `on_disconnected`, `on_ack(mid, ok)` run on the network thread."""
 
     driver: ClassVar[NetworkDriver | None] = None
     """Drives every link's I/O in this process; None: paho's own `loop_start()` thread per link
@@ -376,7 +374,7 @@ class MqttLink:
             correlation_data=(
                 getattr(props, "CorrelationData", None) if props is not None else None
             ),
-            user_properties=_user_properties(props),
+            user_properties=user_properties(props),
         )
         with self._handlers_lock:
             matched = [
@@ -398,10 +396,3 @@ class MqttLink:
                 cb()
             except Exception:
                 log.exception("connection callback failed")
-
-
-def _user_properties(props: Any) -> tuple[tuple[str, str], ...]:
-    pairs = getattr(props, "UserProperty", None) if props is not None else None
-    if not pairs:
-        return ()
-    return tuple((str(k), str(v)) for k, v in pairs)
