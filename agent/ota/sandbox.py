@@ -55,6 +55,10 @@ class Probe:
 
 _context: Any = None
 _context_lock = threading.Lock()
+MAX_CHILDREN = 2
+"""Checks running at once per process (a fleet simulator runs many devices in one process;
+each child maps a runtime, so they queue instead of all loading at once)."""
+_children = threading.BoundedSemaphore(MAX_CHILDREN)
 
 
 def _forkserver() -> Any:
@@ -72,6 +76,18 @@ def check_candidate(
 ) -> Probe:
     """Check the model in `folder` in a child process; UpdateRejected when it fails or kills
     the child (`crashed`, `timeout`, `memory`, or the check's own code), or when `stop` is set."""
+    while not _children.acquire(timeout=0.1):
+        if stop.is_set():
+            raise UpdateRejected("the agent is stopping", code="interrupted")
+    try:
+        return _run_child(folder, runtime, limits, stop)
+    finally:
+        _children.release()
+
+
+def _run_child(
+    folder: Path, runtime: RuntimeConfig, limits: SandboxLimits, stop: threading.Event
+) -> Probe:
     ctx = _forkserver()
     ours, theirs = ctx.Pipe(duplex=False)
     child = ctx.Process(
