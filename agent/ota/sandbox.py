@@ -10,13 +10,16 @@ a second here). The fork server is spawned once, imports this module once, and f
 single-threaded copy of itself per check (tens of milliseconds). Only the runtime the bundle
 names is imported in the child, never in the server, so the server stays small.
 
-The memory limit is an address-space limit (RLIMIT_AS) set in the child on top of what it has
-mapped already; runtimes map more than they touch, so the limit is generous by default.
+The time limit is the child's CPU time (RLIMIT_CPU), so a loaded machine does not turn a slow
+but honest check into a refusal; a wall-clock deadline of three times that catches a child that
+hangs without using CPU. The memory limit is an address-space limit (RLIMIT_AS) set in the child
+on top of what it has mapped already; runtimes map more than they touch, so it is generous.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import os
 import resource
@@ -37,7 +40,7 @@ class SandboxLimits:
     """What a candidate model may cost while it is checked."""
 
     timeout_s: float = 30.0
-    """Load, golden check and timing together, per bundle."""
+    """CPU seconds for load, golden check and timing together (wall clock: 3 times that)."""
     memory_mb: int = 1024
     """Address space the child may map beyond what it starts with."""
 
@@ -59,6 +62,8 @@ MAX_CHILDREN = 2
 """Checks running at once per process (a fleet simulator runs many devices in one process;
 each child maps a runtime, so they queue instead of all loading at once)."""
 _children = threading.BoundedSemaphore(MAX_CHILDREN)
+WALL_FACTOR = 3.0
+"""The wall-clock deadline is this many times the CPU-time limit."""
 
 
 def _forkserver() -> Any:
@@ -92,7 +97,7 @@ def _run_child(
     ours, theirs = ctx.Pipe(duplex=False)
     child = ctx.Process(
         target=_child,
-        args=(theirs, str(folder), runtime, limits.memory_mb),
+        args=(theirs, str(folder), runtime, limits.memory_mb, limits.timeout_s),
         name="ota-sandbox",
         daemon=True,
     )
@@ -108,7 +113,9 @@ def _run_child(
 
 
 def _await(child: Any, conn: Connection, limits: SandboxLimits, stop: threading.Event) -> Probe:
-    deadline = time.monotonic() + limits.timeout_s
+    # The child's own CPU limit is the verdict that does not depend on the machine's load; this
+    # wall-clock deadline only catches a child stuck without using CPU.
+    deadline = time.monotonic() + limits.timeout_s * WALL_FACTOR
     while True:
         if conn.poll(0.05):
             try:
@@ -118,17 +125,21 @@ def _await(child: Any, conn: Connection, limits: SandboxLimits, stop: threading.
             if not result.get("ok"):
                 raise UpdateRejected(str(result["reason"]), code=str(result["code"]))
             return Probe(result["inputs"], result["outputs"], result["golden"], result["infer_us"])
-        if not child.is_alive():
-            break
+        if not child.is_alive() and not conn.poll(0):
+            break  # dead, and its verdict (if it sent one) has been read above
         if stop.is_set():
             raise UpdateRejected("the agent is stopping", code="interrupted")
         if time.monotonic() > deadline:
             raise UpdateRejected(
-                f"model check did not finish within {limits.timeout_s:g} s (killed)",
+                f"model check did not finish within {limits.timeout_s * WALL_FACTOR:g} s (killed)",
                 code="timeout",
             )
     child.join(2.0)
     code = child.exitcode
+    if code == -signal.SIGXCPU:
+        raise UpdateRejected(
+            f"model check used more than {limits.timeout_s:g} s of CPU (stopped)", code="timeout"
+        )
     if code is not None and code < 0:
         name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
         raise UpdateRejected(
@@ -139,11 +150,16 @@ def _await(child: Any, conn: Connection, limits: SandboxLimits, stop: threading.
     )
 
 
-def _child(conn: Connection, folder: str, runtime: RuntimeConfig, memory_mb: int) -> None:
+def _child(
+    conn: Connection, folder: str, runtime: RuntimeConfig, memory_mb: int, cpu_s: float
+) -> None:
     """In the child: limit memory, load every format the manifest ships, check, time, report."""
     with contextlib.suppress(ValueError, OSError):
         mapped = _mapped_bytes()
         resource.setrlimit(resource.RLIMIT_AS, (mapped + memory_mb * 1024 * 1024, -1))
+    with contextlib.suppress(ValueError, OSError):
+        cpu = math.ceil(cpu_s)
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 2))  # SIGXCPU, then SIGKILL
     try:
         conn.send(_check(Path(folder), runtime))
     except UpdateRejected as exc:

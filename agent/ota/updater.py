@@ -231,11 +231,13 @@ class ModelUpdater:
 
     def _check_isolated(self, folder: Path, stop: threading.Event) -> None:
         """Load, golden-check and time every file in a child process first (a crash or a hang
-        there is a refusal), and check it fits the active version."""
+        there is a refusal); with no plugin running the model, check it fits the active version
+        (a running one is checked against its plugin's slot when it is prepared)."""
         probe = check_candidate(folder, self.config.runtime, self.limits, stop)
         log.info("ota: %s candidate checked apart: %s", self.name, probe)
         current = self.current_manifest()
-        if current is not None:
+        running = self.engine is not None and plugins_using(self.engine, self.name)
+        if current is not None and not running:  # a running slot is checked in prepare()
             check_shapes(
                 probe,
                 [t.shape for t in current.inputs],
