@@ -47,7 +47,20 @@ def register(sub: Any) -> None:
     who.add_argument("--group", metavar="G", help="every device of a group")
     who.add_argument("--all", action="store_true", help="every device")
     pub.add_argument("--expect", type=int, default=None, help="group/all: devices to wait for")
-    pub.add_argument("--timeout", type=float, default=300.0, help="give up after this (s)")
+    pub.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="give up after this many seconds (default %(default)g); a note after "
+        "--notice-after s says when no device has answered yet",
+    )
+    pub.add_argument(
+        "--notice-after",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="say so when no device has answered after this many seconds (default %(default)g)",
+    )
     pub.add_argument(
         "--settle", type=float, default=5.0, help="group/all without --expect: quiet time (s)"
     )
@@ -150,8 +163,12 @@ def _publish(args: argparse.Namespace) -> int:
     def show(p: DeviceProgress) -> None:
         printer.show(p)
 
+    def notice(text: str) -> None:
+        print(f"edge-agent ota: {text}", file=sys.stderr, flush=True)
+
     try:
         with Bundle(args.bundle) as bundle:
+            bundle.check()
             body = bundle.body
             if not args.json:
                 print(f"publishing {body.model} {body.version} (serial {body.serial}) to {target}")
@@ -162,31 +179,52 @@ def _publish(args: argparse.Namespace) -> int:
                 expect=args.expect,
                 timeout_s=args.timeout,
                 settle_s=args.settle,
+                quiet_s=args.notice_after,
                 on_progress=show,
+                on_notice=notice,
             )
+            started = time.monotonic()
             devices = publisher.run()
+            elapsed = time.monotonic() - started
+            sent, size = publisher.bytes_sent, body.size
     except UpdateRejected as exc:
         return _fail(exc.reason)
     except (OSError, ConnectionError) as exc:
         return _fail(f"broker {args.broker}: {exc}", EXIT_FAILED)
-    return _final(devices, expect=publisher.expect, as_json=args.json)
+    traffic = {"bytes_sent": sent, "bundle_bytes": size, "seconds": round(elapsed, 3)}
+    return _final(devices, expect=publisher.expect, as_json=args.json, traffic=traffic)
 
 
-def _final(devices: dict[str, Any], *, expect: int | None, as_json: bool) -> int:
+def _final(
+    devices: dict[str, Any], *, expect: int | None, as_json: bool, traffic: dict[str, Any]
+) -> int:
+    """Print the result (a table, or JSON) and return the exit code: 0 only if every device
+    (and at least --expect of them) ended `active`."""
     result = {
-        d.device: {"state": d.state, "version": d.version, "reason": d.reason}
+        d.device: {"state": d.state, "version": d.version, "reason": d.reason, "code": d.code}
         for d in devices.values()
     }
     ok = bool(devices) and all(d.state == "active" for d in devices.values())
     if expect is not None and len(devices) < expect:
         ok = False
     if as_json:
-        print(json.dumps({"ok": ok, "devices": result}))
+        print(json.dumps({"ok": ok, "devices": result, **traffic}))
         return 0 if ok else EXIT_FAILED
     if not devices:
         print("no device answered")
-    for d in sorted(devices.values(), key=lambda d: d.device):
+    else:
+        print(f"\n  {'device':<24} {'state':<12} {'version':<10} reason")
+    for d in sorted(devices.values(), key=lambda d: (d.state == "active", d.device)):
         print(f"  {d.device:<24} {d.state:<12} {d.version or '-':<10} {d.reason}")
+    counts: dict[str, int] = {}
+    for d in devices.values():
+        counts[d.state] = counts.get(d.state, 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    ratio = traffic["bytes_sent"] / traffic["bundle_bytes"]
+    print(
+        f"{len(devices)} devices: {summary or 'none'}; sent {traffic['bytes_sent']} bytes "
+        f"({ratio:.2f} x the bundle) in {traffic['seconds']:.1f} s"
+    )
     if expect is not None and len(devices) < expect:
         print(f"only {len(devices)} of {expect} expected devices answered")
     return 0 if ok else EXIT_FAILED

@@ -7,6 +7,7 @@ reads any chunk straight from the tar without unpacking it.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -54,6 +55,7 @@ def pack_bundle(
     """
     manifest = _checked_manifest(model_dir)
     manifest["allow_downgrade"] = allow_downgrade
+    paths = [model_dir / str(f["path"]) for f in manifest["files"]]
     body: dict[str, Any] = {
         "format": FORMAT,
         "model": manifest["name"],
@@ -63,6 +65,7 @@ def pack_bundle(
         "allow_downgrade": allow_downgrade,
         "chunk_size": chunk_size,
         "size": sum(int(f["size"]) for f in manifest["files"]),
+        "chunk_sha256": chunk_digests(paths, chunk_size),
         "manifest": manifest,
     }
     envelope = sign_body(body, key)
@@ -73,9 +76,35 @@ def pack_bundle(
         info = tarfile.TarInfo(ENVELOPE_MEMBER)
         info.size, info.mtime, info.mode = len(envelope), int(time.time()), 0o644
         tar.addfile(info, io.BytesIO(envelope))
-        for f in manifest["files"]:
-            tar.add(model_dir / f["path"], arcname=FILES_PREFIX + f["path"], recursive=False)
+        for f, path in zip(manifest["files"], paths, strict=True):
+            _add_content(tar, path, FILES_PREFIX + f["path"], int(f["size"]))
     return UpdateBody.model_validate(body)
+
+
+def _add_content(tar: tarfile.TarFile, path: Path, arcname: str, size: int) -> None:
+    """Add `path` as a regular file holding its content: a symlink is followed, never kept (a
+    link would carry a local path into the signed bundle and nothing a device could install)."""
+    info = tarfile.TarInfo(arcname)
+    info.size, info.mtime, info.mode = size, int(time.time()), 0o644
+    with open(path, "rb") as src:
+        tar.addfile(info, src)
+
+
+def chunk_digests(paths: list[Path], chunk_size: int) -> list[str]:
+    """sha256 (hex) of every `chunk_size` piece of the files concatenated in order."""
+    digests: list[str] = []
+    h, filled = hashlib.sha256(), 0
+    for path in paths:
+        with open(path, "rb") as f:
+            while block := f.read(chunk_size - filled):
+                h.update(block)
+                filled += len(block)
+                if filled == chunk_size:
+                    digests.append(h.hexdigest())
+                    h, filled = hashlib.sha256(), 0
+    if filled:
+        digests.append(h.hexdigest())
+    return digests
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +168,16 @@ class Bundle:
             if a < b:
                 parts.append(os.pread(self._fd, b - a, s.data_offset + a - s.start))
         return b"".join(parts)
+
+    def check(self) -> None:
+        """UpdateRejected (bad_bundle) unless every chunk matches its signed sha256: a bundle
+        damaged on the operator's disk is found before any device waits for it."""
+        for n in range(self.body.chunks):
+            if not self.body.chunk_ok(n, self.chunk(n)):
+                raise UpdateRejected(
+                    f"{self.path}: chunk {n} does not match its signed sha256 (damaged bundle)",
+                    code="bad_bundle",
+                )
 
     def close(self) -> None:
         """Close the bundle file."""

@@ -32,6 +32,9 @@ FORMAT: Literal["edge-agent-ota/1"] = "edge-agent-ota/1"
 MAX_ENVELOPE_BYTES = 1 << 20
 """A manifest message larger than this is refused before parsing."""
 MIN_CHUNK, MAX_CHUNK = 1024, 1 << 20
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+RESERVED = frozenset({"manifest.json", "envelope.json"})
+"""File names the agent writes into a version folder itself."""
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
 
 
@@ -48,6 +51,9 @@ class UpdateBody(BaseModel):
     allow_downgrade: bool = Field(False, description="May replace a higher active version")
     chunk_size: int = Field(ge=MIN_CHUNK, le=MAX_CHUNK, description="Bytes per transfer chunk")
     size: int = Field(ge=1, description="Bytes of all files, concatenated in manifest order")
+    chunk_sha256: list[str] = Field(
+        description="sha256 (hex) of every chunk: a forged chunk is dropped, not written"
+    )
     manifest: Manifest
 
     @model_validator(mode="after")
@@ -61,10 +67,21 @@ class UpdateBody(BaseModel):
         bad = [p for p in paths if not _SAFE_PATH.match(p) or ".." in p.split("/")]
         if bad:
             raise ValueError(f"unsafe file paths: {bad}")
-        if len(set(paths)) != len(paths) or "manifest.json" in paths:
-            raise ValueError("file paths must be unique and not manifest.json")
+        if len(set(paths)) != len(paths):
+            raise ValueError("file paths must be unique")
+        reserved = sorted(set(paths) & RESERVED)
+        if reserved:
+            raise ValueError(f"file paths {reserved} are reserved for the agent's own files")
+        dirs = {p.split("/", 1)[0] for p in paths if "/" in p}
+        clash = sorted(dirs & set(paths))
+        if clash:
+            raise ValueError(f"{clash} are both a file and a folder")
         if sum(f.size for f in m.files) != self.size:
             raise ValueError("size is not the sum of the file sizes")
+        if len(self.chunk_sha256) != self.chunks or not all(
+            _SHA256.match(h) for h in self.chunk_sha256
+        ):
+            raise ValueError(f"chunk_sha256 must hold {self.chunks} lowercase hex sha256 digests")
         return self
 
     @property
@@ -75,6 +92,12 @@ class UpdateBody(BaseModel):
     def chunk_length(self, n: int) -> int:
         """Bytes in chunk `n` (the last one may be short)."""
         return min(self.chunk_size, self.size - n * self.chunk_size)
+
+    def chunk_ok(self, n: int, data: bytes) -> bool:
+        """True if `data` is exactly chunk `n` as signed (length and sha256)."""
+        return len(data) == self.chunk_length(n) and (
+            hashlib.sha256(data).hexdigest() == self.chunk_sha256[n]
+        )
 
 
 @dataclass(frozen=True, slots=True)

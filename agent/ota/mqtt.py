@@ -6,15 +6,26 @@ Topics (`<root>` is mqtt.topic_root, `edge` by default):
     <root>/group/<group>/ota/<model>/manifest  in   also accepted for the device's group,
     <root>/all/ota/<model>/manifest            in   and for the whole fleet
     <root>/<device>/ota/<model>/chunk/<n>      in   8-byte big-endian serial, then chunk n's bytes
+    <root>/group/<group>/ota/<model>/chunk/<n> in   the same, broadcast once to a group
+    <root>/all/ota/<model>/chunk/<n>           in   or to the fleet
     <root>/<device>/ota/<model>/request        out  {"serial", "missing": [[first, end), ...],
                                                      "received", "chunks"}: please send these
     <root>/<device>/ota/<model>/status         out  retained {"state", "version", "reason",
                                                      "serial", "active", ...}
+    <root>/<device>/ota/<model>/refused        out  not retained: a manifest refused without
+                                                     changing the update's state (bad signature,
+                                                     replay, busy, ...), same fields
 
-The device pulls: after accepting a manifest it requests a window of chunks, asks for more as they
-arrive, and asks again for any not received within `stall_s`, so a publisher that restarts, or a
-device that reconnects, resumes where the transfer stopped. A transfer without progress for
-`give_up_s` is abandoned (status `rejected`, retryable: sending the same bundle again resumes).
+Every chunk is checked against its sha256 in the signed manifest; one that does not match is
+dropped and asked for again, so a stranger on the chunk topics cannot break a transfer.
+
+A manifest sent to this device is pulled: the device requests a window of chunks, asks for more
+as they arrive, and asks again for any not received within `stall_s`. A manifest sent to a group
+or to all announces a broadcast: the device waits for the chunks on the shared topic and, once
+the broadcast has ended or stalled for `stall_s`, requests only the chunks it lacks (answered on
+its own topic). Either way a publisher that restarts, or a device that reconnects, resumes where
+the transfer stopped. A transfer without progress for `give_up_s` is abandoned (status
+`rejected`, retryable: sending the same bundle again resumes from the chunks already on disk).
 """
 
 from __future__ import annotations
@@ -76,6 +87,11 @@ class _Pull:
     """Chunks requested for one transfer and when."""
 
     serial: int
+    chunks: int
+    shared: bool
+    """The manifest came to the group or fleet: chunks are being broadcast, wait for them."""
+    pulling: bool = False
+    """The device has asked for chunks itself (always, for a manifest sent to it alone)."""
     requested: dict[int, float] = field(default_factory=dict)
 
 
@@ -83,7 +99,8 @@ class OtaMqttAdapter:
     """Feeds MQTT messages to the OtaService and publishes its statuses and chunk requests.
 
     Incoming messages are queued to one worker thread (the network thread only enqueues), which
-    keeps a manifest and its chunks in order and keeps disk writes off the network thread.
+    keeps a manifest and its chunks in order and keeps disk writes off the network thread. Any
+    `Transport` will do (the agent's sync service, or a bare MQTT link in a fleet simulator).
     """
 
     def __init__(
@@ -96,6 +113,7 @@ class OtaMqttAdapter:
         stall_s: float = 2.0,
         give_up_s: float = 60.0,
         queue_size: int = 256,
+        refusals_per_s: float = 1.0,
     ) -> None:
         cfg = service.config
         self.sync = sync
@@ -104,12 +122,19 @@ class OtaMqttAdapter:
         self.window = window
         self.stall_s = stall_s
         self.give_up_s = give_up_s
+        self.refusal_gap_s = 1.0 / refusals_per_s
         # Messages, model names whose stalled chunks to re-request, None to stop.
         self._inbox: queue.Queue[InboundMessage | str | None] = queue.Queue(queue_size)
         self._pulls: dict[str, _Pull] = {}
+        self._last_refusal: dict[str, float] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.dropped = 0
+        """Messages dropped because the inbox was full (their chunks are asked for again)."""
+        self.chunks_orphaned = 0
+        """Chunks for a model with no update in progress."""
+        self.refusals_muted = 0
+        """Refusals not published: an unknown model, or more than refusals_per_s."""
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -121,16 +146,14 @@ class OtaMqttAdapter:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
-        for f in self.topics.ota_manifest_filters():
+        for f in (*self.topics.ota_manifest_filters(), *self.topics.ota_chunk_filters()):
             self.sync.subscribe(f, self._enqueue, qos=1)
-        self.sync.subscribe(self.topics.ota_chunk_filter(), self._enqueue, qos=1)
         self._republish_statuses()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Unsubscribe and stop the threads (the service itself is closed by its owner)."""
-        for f in self.topics.ota_manifest_filters():
+        for f in (*self.topics.ota_manifest_filters(), *self.topics.ota_chunk_filters()):
             self.sync.unsubscribe(f, self._enqueue)
-        self.sync.unsubscribe(self.topics.ota_chunk_filter(), self._enqueue)
         self._stop.set()
         with contextlib.suppress(queue.Full):
             self._inbox.put_nowait(None)
@@ -153,7 +176,7 @@ class OtaMqttAdapter:
                 return
             try:
                 if isinstance(item, str):
-                    self._request(item)
+                    self._request(item, stalled=True)
                 else:
                     self._handle(item)
             except Exception:  # one bad message must not stop OTA
@@ -161,51 +184,67 @@ class OtaMqttAdapter:
 
     def _handle(self, msg: InboundMessage) -> None:
         parts = msg.topic.split("/")
+        shared = not msg.topic.startswith(self.topics.base + "/ota/")
         if parts[-1] == "manifest" and len(parts) >= 4:
-            self._manifest(parts[-2], msg.payload)
+            self._manifest(parts[-2], msg.payload, shared)
         elif len(parts) >= 5 and parts[-2] == "chunk":
             self._chunk(parts[-3], parts[-1], msg.payload)
 
-    def _manifest(self, model: str, payload: bytes) -> None:
+    def _manifest(self, model: str, payload: bytes, shared: bool) -> None:
         try:
-            rx = self.service.receiver(model)
+            status = self.service.offer(model, payload)
         except OtaError as exc:
             log.warning("ota: manifest ignored: %s", exc.reason)
             return
-        status = rx.on_manifest(payload)
-        t = rx.receiving
-        if status.get("state") == "receiving" and t is not None:
-            pull = self._pulls.get(model)
-            if pull is None or pull.serial != t.serial:
-                self._pulls[model] = _Pull(t.serial)
-            else:
-                pull.requested.clear()  # the sender restarted: ask again for what is missing
+        rx = self.service.existing(model)
+        t = rx.receiving if rx is not None else None
+        if status.get("state") != "receiving" or t is None:
+            return
+        pull = self._pulls.get(model)
+        if pull is None or pull.serial != t.serial:
+            pull = self._pulls[model] = _Pull(t.serial, len(t.have), shared)
+        else:
+            pull.requested.clear()  # the sender restarted: ask again for what is missing
+            pull.shared = pull.shared and shared
+        if not pull.shared:
             self._request(model, force=True)
 
     def _chunk(self, model: str, number: str, payload: bytes) -> None:
+        rx = self.service.existing(model)
+        if rx is None:
+            self.chunks_orphaned += 1  # no receiver is ever made for a chunk
+            return
         try:
             n = int(number)
             serial, data = unframe_chunk(payload)
-            rx = self.service.receiver(model)
-        except (ValueError, OtaError):
+        except ValueError:
+            rx.chunks_ignored += 1
             return
-        rx.on_chunk(n, data, serial=serial)
+        accepted = rx.on_chunk(n, data, serial=serial)
         pull = self._pulls.get(model)
-        if pull is not None:
+        if pull is None or pull.serial != serial:
+            return
+        if accepted:
             pull.requested.pop(n, None)
+        if pull.pulling:
             if len(pull.requested) <= self.window // 2:
                 self._request(model)
+        elif n == pull.chunks - 1:
+            self._request(model)  # the broadcast has ended: ask for the holes at once
 
     # --- requests ------------------------------------------------------------------------------
 
-    def _request(self, model: str, *, force: bool = False) -> None:
-        """Ask for missing chunks not already asked for in the last `stall_s`."""
-        rx = self.service.receiver(model)
-        t = rx.receiving
+    def _request(self, model: str, *, force: bool = False, stalled: bool = False) -> None:
+        """Ask for missing chunks not already asked for in the last `stall_s` (during a
+        broadcast, only once it has ended or stalled)."""
+        rx = self.service.existing(model)
+        t = rx.receiving if rx is not None else None
         pull = self._pulls.get(model)
-        if t is None or pull is None or pull.serial != t.serial:
+        if rx is None or t is None or pull is None or pull.serial != t.serial:
             return
         now = time.monotonic()
+        if stalled and not pull.pulling and now - rx.last_progress < self.stall_s:
+            return  # the broadcast is still flowing
         missing = rx.missing(limit=len(pull.requested) + self.window)
         waiting = set(missing)
         for n in [n for n in pull.requested if n not in waiting]:
@@ -215,6 +254,7 @@ class OtaMqttAdapter:
         ask = fresh[: max(0, room)]
         if not ask and not force:
             return
+        pull.pulling = True
         for n in ask:
             pull.requested[n] = now
         payload = {
@@ -228,8 +268,7 @@ class OtaMqttAdapter:
     def _watch(self) -> None:
         while not self._stop.wait(min(0.5, self.stall_s / 2)):
             for rx in self.service.receivers():
-                t = rx.receiving
-                if t is None:
+                if rx.receiving is None:
                     continue
                 if time.monotonic() - rx.last_progress > self.give_up_s:
                     rx.abort(f"transfer stalled: no chunk for {self.give_up_s:g} s")
@@ -241,6 +280,9 @@ class OtaMqttAdapter:
 
     def _on_status(self, status: dict[str, Any]) -> None:
         model = str(status.get("model"))
+        if status.get("refused"):
+            self._publish_refusal(model, status)
+            return
         if status.get("state") != "receiving":
             self._pulls.pop(model, None)
         self.sync.publish(self.topics.ota_status(model), json.dumps(status), qos=1, retain=True)
@@ -248,6 +290,19 @@ class OtaMqttAdapter:
             refresh = getattr(self.sync, "state_changed", None)
             if callable(refresh):
                 refresh()  # the retained agent state lists active model versions
+
+    def _publish_refusal(self, model: str, status: dict[str, Any]) -> None:
+        """Answer a refused manifest, not retained, for known models only and rate-limited: a
+        stranger's junk never creates topics for made-up models or floods the broker."""
+        now = time.monotonic()
+        if not self.service.knows(model) or now - self._last_refusal.get(model, -1e9) < (
+            self.refusal_gap_s
+        ):
+            self.refusals_muted += 1
+            return
+        self._last_refusal[model] = now
+        payload = json.dumps(status)
+        self.sync.publish(self.topics.ota_refused(model), payload, qos=1, durable=False)
 
     def _republish_statuses(self) -> None:
         root = self.service.config.state_dir / "models"

@@ -1,9 +1,15 @@
 """Operator side of OTA over MQTT: send a bundle to a device, a group or the fleet, answer the
 devices' chunk requests until each reports its final state (`edge-agent ota publish`).
 
-Devices pull (see agent/ota/mqtt.py): the publisher sends the signed manifest, then only what
-each device asks for, on that device's chunk topic. So a device that was offline, or that lost a
-transfer, just asks again; and running the same command again resumes instead of starting over.
+See agent/ota/mqtt.py for the device side. To one device: the signed manifest, then only what
+the device asks for, on its chunk topic. To a group or all: the manifest, then every chunk once
+on the shared chunk topic as soon as the devices say they are receiving, then only what each
+device still lacks, on its own topic. So the operator sends about one bundle whatever the fleet
+size; a device that was offline, or that lost a transfer, just asks again; and running the same
+command again resumes instead of starting over.
+
+Only live answers count: a status the broker hands over as retained is from an earlier run, so
+a rejected transfer from yesterday does not end today's publish before it started.
 """
 
 from __future__ import annotations
@@ -44,6 +50,10 @@ class Target:
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name}" if self.name else "all devices"
+
+    def chunk_topic(self, root: str, model: str, n: int) -> str:
+        """Where a broadcast chunk goes (group and all only)."""
+        return self.manifest_topic(root, model).removesuffix("manifest") + f"chunk/{n}"
 
     def device_filter(self) -> str:
         """The device level of the reply topics to listen to."""
@@ -110,7 +120,10 @@ class Publisher:
         timeout_s: float = 300.0,
         resend_s: float = 5.0,
         settle_s: float = 5.0,
+        quiet_s: float = 5.0,
+        broadcast_wait_s: float = 2.0,
         on_progress: Callable[[DeviceProgress], None] | None = None,
+        on_notice: Callable[[str], None] | None = None,
     ) -> None:
         self.bundle = bundle
         self.broker = broker
@@ -119,7 +132,10 @@ class Publisher:
         self.timeout_s = timeout_s
         self.resend_s = resend_s
         self.settle_s = settle_s
+        self.quiet_s = quiet_s
+        self.broadcast_wait_s = broadcast_wait_s
         self.on_progress = on_progress
+        self.on_notice = on_notice
         body = bundle.body
         self.model, self.serial = body.model, body.serial
         self.devices: dict[str, DeviceProgress] = {}
@@ -127,6 +143,11 @@ class Publisher:
         self._changed = threading.Event()
         self._sends: queue.Queue[tuple[str, int] | None] = queue.Queue()
         self._client: Any = None
+        self.bytes_sent = 0
+        """Payload bytes of every manifest and chunk published."""
+        self.broadcast_at: float | None = None
+        self.presence: str | None = None
+        """The target device's own retained status (`online`/`offline`), if it has one."""
 
     # --- running ---------------------------------------------------------------------------
 
@@ -149,6 +170,7 @@ class Publisher:
         last_new = start
         next_manifest = start
         known = 0
+        noticed = False
         while True:
             now = time.monotonic()
             with self._lock:
@@ -160,8 +182,45 @@ class Publisher:
             if now >= next_manifest and self._need_manifest(devices):
                 self._publish_manifest()
                 next_manifest = now + self.resend_s
+            if self._should_broadcast(devices, now - start):
+                self._broadcast()
+            if not devices and not noticed and now - start >= self.quiet_s:
+                noticed = True
+                self._notice(self._silence(now - start))
             self._changed.wait(0.2)
             self._changed.clear()
+
+    def _should_broadcast(self, devices: list[DeviceProgress], elapsed: float) -> bool:
+        """Group/all: once, when the expected devices (or, without --expect, those that answered
+        within broadcast_wait_s) are receiving."""
+        if self.target.kind == "device" or self.broadcast_at is not None:
+            return False
+        receiving = sum(1 for d in devices if d.state == "receiving")
+        if self.expect is not None and receiving >= self.expect:
+            return True
+        return receiving > 0 and elapsed >= self.broadcast_wait_s
+
+    def _broadcast(self) -> None:
+        self.broadcast_at = time.monotonic()
+        for n in range(self.bundle.body.chunks):
+            self._sends.put(("", n))
+
+    def _silence(self, waited: float) -> str:
+        where = f"after {waited:.0f} s no device has answered"
+        if self.target.kind != "device":
+            return f"{where} in {self.target} (still waiting up to {self.timeout_s:g} s)"
+        presence = {
+            None: "its status topic has nothing: is the id right, has it ever connected?",
+            "online": "its status topic says online: does it run OTA and trust this key?",
+            "offline": "its status topic says offline: it will get the update when it is back",
+        }.get(self.presence, f"its status topic says {self.presence}")
+        return f"{where}: {self.target}: {presence} (still waiting up to {self.timeout_s:g} s)"
+
+    def _notice(self, text: str) -> None:
+        if self.on_notice is not None:
+            self.on_notice(text)
+        else:
+            log.warning("%s", text)
 
     def _finished(self, devices: list[DeviceProgress], now: float, last_new: float) -> bool:
         if not devices or not all(d.done for d in devices):
@@ -183,9 +242,11 @@ class Publisher:
         b = self.broker
         dev = self.target.device_filter()
         subs = [
-            (f"{b.root}/{dev}/ota/{self.model}/request", 1),
-            (f"{b.root}/{dev}/ota/{self.model}/status", 1),
+            (f"{b.root}/{dev}/ota/{self.model}/{kind}", 1)
+            for kind in ("request", "status", "refused")
         ]
+        if self.target.kind == "device":
+            subs.append((f"{b.root}/{dev}/status", 1))  # online or offline, for the notice
         opts = OperatorBroker(
             b.host, b.port, b.protocol, b.username, b.password, b.ca_file, b.cert_file, b.key_file
         )
@@ -202,21 +263,26 @@ class Publisher:
     def _publish_manifest(self) -> None:
         topic = self.target.manifest_topic(self.broker.root, self.model)
         self._client.publish(topic, self.bundle.envelope, qos=1)
+        with self._lock:
+            self.bytes_sent += len(self.bundle.envelope)
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        parts = msg.topic.split("/")
-        if len(parts) < 5:
-            return
-        device, kind = parts[-4], parts[-1]
         try:
             payload = json.loads(msg.payload)
         except ValueError:
             return
-        if not isinstance(payload, dict) or payload.get("serial") != self.serial:
-            return  # another update's request, or an old retained status
+        if not isinstance(payload, dict):
+            return
+        parts = msg.topic.split("/")
+        if msg.topic == f"{self.broker.root}/{self.target.name}/status":
+            self.presence = str(payload.get("state"))  # the device's own online/offline
+            return
+        if len(parts) < 5 or msg.retain or payload.get("serial") != self.serial:
+            return  # an old retained answer, another update's, or not ours at all
+        device, kind = parts[-4], parts[-1]
         if kind == "request":
             self._on_request(device, payload)
-        elif kind == "status":
+        elif kind in ("status", "refused"):
             self._on_status(device, payload)
         self._changed.set()
 
@@ -262,11 +328,17 @@ class Publisher:
             item = self._sends.get()
             if item is None:
                 return
-            device, n = item
+            device, n = item  # device "": the broadcast
             payload = frame_chunk(self.serial, self.bundle.chunk(n))
-            info = self._client.publish(f"{root}/{device}/ota/{model}/chunk/{n}", payload, qos=1)
+            if device:
+                topic = f"{root}/{device}/ota/{model}/chunk/{n}"
+            else:
+                topic = self.target.chunk_topic(root, model, n)
+            info = self._client.publish(topic, payload, qos=1)
             if info.rc != 0:
-                log.warning("publishing chunk %d to %s failed (rc %s)", n, device, info.rc)
+                log.warning("publishing chunk %d to %s failed (rc %s)", n, topic, info.rc)
             with self._lock:
-                self.devices[device].sent += 1
-                self.devices[device].sent_chunks.add(n)
+                self.bytes_sent += len(payload)
+                if device:
+                    self.devices[device].sent += 1
+                    self.devices[device].sent_chunks.add(n)

@@ -29,13 +29,16 @@ from agent.ota.versions import TERMINAL
 
 log = logging.getLogger(__name__)
 
+RETRYABLE = frozenset({"hash_mismatch"})
+"""Pipeline refusals after which the same bundle may be sent again."""
+
 StatusCallback = Callable[[dict[str, Any]], None]
 
 
 class _Transfer:
     """The files of one update being assembled in a staging folder, chunk by chunk."""
 
-    def __init__(self, signed: SignedUpdate, staged: Path) -> None:
+    def __init__(self, signed: SignedUpdate, staged: Path, *, resume: bool = False) -> None:
         self.signed = signed
         self.body: UpdateBody = signed.body
         self.staged = staged
@@ -43,17 +46,38 @@ class _Transfer:
         self.received = 0
         self._files: list[tuple[int, int, int]] = []  # (stream offset, size, fd)
         start = 0
+        flags = os.O_RDWR | os.O_CREAT | (0 if resume else os.O_TRUNC)
         try:
             for f in self.body.manifest.files:
                 path = staged / f.path
                 path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                fd = os.open(path, flags, 0o644)
                 self._files.append((start, f.size, fd))
                 os.ftruncate(fd, f.size)
                 start += f.size
+            if resume:
+                self._rescan()
         except BaseException:
             self.close()
             raise
+
+    def _rescan(self) -> None:
+        """Mark every chunk already on disk whose bytes match its signed hash (a resume)."""
+        for n in range(len(self.have)):
+            if self.body.chunk_ok(n, self.read(n)):
+                self.have[n] = 1
+                self.received += 1
+
+    def read(self, n: int) -> bytes:
+        """The bytes of chunk `n` as they are on disk now."""
+        lo = n * self.body.chunk_size
+        hi = lo + self.body.chunk_length(n)
+        parts = []
+        for start, size, fd in self._files:
+            a, b = max(lo, start), min(hi, start + size)
+            if a < b:
+                parts.append(os.pread(fd, b - a, a - start))
+        return b"".join(parts)
 
     @property
     def serial(self) -> int:
@@ -110,16 +134,24 @@ class OtaReceiver:
         self._done = threading.Condition(self._lock)
         self.last_progress = time.monotonic()
         self.chunks_ignored = 0
+        """Chunks for no transfer in progress, out of range, or already received."""
+        self.chunks_bad = 0
+        """Chunks whose bytes did not match their signed sha256 (forged or damaged)."""
 
     # --- what a transport calls ------------------------------------------------------------------
 
     def on_manifest(self, payload: bytes) -> dict[str, Any]:
         """Take a signed manifest; return the status it leads to (also sent to on_status)."""
-        with self._lock:
-            try:
-                signed = verify_envelope(payload, self.trusted)
-            except UpdateRejected as exc:
+        try:
+            signed = verify_envelope(payload, self.trusted)
+        except UpdateRejected as exc:
+            with self._lock:
                 return self._refuse(exc, _best_effort(payload))
+        return self.accept(signed)
+
+    def accept(self, signed: SignedUpdate) -> dict[str, Any]:
+        """Take a manifest whose signature was verified; the status it leads to."""
+        with self._lock:
             serial = signed.body.serial
             if self._running:
                 if serial == self._worker_serial:
@@ -136,22 +168,26 @@ class OtaReceiver:
                 return self._report_recorded()
             return self._start(signed)
 
-    def on_chunk(self, n: int, data: bytes, *, serial: int | None = None) -> None:
-        """Take chunk `n` (of the update with `serial`, when the transport says which)."""
+    def on_chunk(self, n: int, data: bytes, *, serial: int | None = None) -> bool:
+        """Take chunk `n` (of the update with `serial`, when the transport says which); True if
+        it was written. A chunk whose bytes do not match the signed hash is dropped and counted
+        (`chunks_bad`): the transfer goes on and the chunk is asked for again."""
         with self._lock:
             t = self._transfer
             if t is None or (serial is not None and serial != t.serial):
                 self.chunks_ignored += 1
-                return
+                return False
             if not 0 <= n < len(t.have) or t.have[n]:
                 self.chunks_ignored += 1
-                return
-            expected = t.body.chunk_length(n)
-            if len(data) != expected:
-                self._fail_transfer(
-                    f"chunk {n} has {len(data)} bytes, expected {expected}", retryable=True
-                )
-                return
+                return False
+            if not t.body.chunk_ok(n, data):
+                self.chunks_bad += 1
+                if self.chunks_bad in (1, 10, 100, 1000):
+                    log.warning(
+                        "ota: %s: dropped chunk %d: not the signed bytes (%d so far)",
+                        self.name, n, self.chunks_bad,
+                    )  # fmt: skip
+                return False
             t.write(n, data)
             t.have[n] = 1
             t.received += 1
@@ -160,6 +196,7 @@ class OtaReceiver:
                 self._transfer = None
                 t.close()
                 self._start_pipeline(t)
+            return True
 
     def missing(self, limit: int | None = None) -> list[int]:
         """Chunks of the transfer in progress not received yet (empty when none is)."""
@@ -221,11 +258,30 @@ class OtaReceiver:
             old.close()
             superseded = f"superseded by serial {signed.body.serial}"
             self._refuse(UpdateRejected(superseded, code="superseded"), old.body)
+        versions = self.updater.versions
+        body = signed.body
+        resume = self.updater.versions.record().serial == body.serial
         self.updater.begin(signed)
-        staged = self.updater.versions.new_staging(signed.body.serial) / "files"
-        staged.mkdir()
-        self._transfer = _Transfer(signed, staged)
+        staged = versions.staging / str(body.serial) / "files"
+        if not (resume and staged.is_dir()):
+            resume = False
+            staged = versions.new_staging(body.serial) / "files"
+            staged.mkdir()
+        try:
+            self._transfer = _Transfer(signed, staged, resume=resume)
+        except OSError as exc:  # e.g. a full disk: refuse with a reason, never stay "receiving"
+            versions.clear_staging()
+            self._record("rejected", f"cannot stage the files: {exc}", code="staging")
+            return self.status()
         self.last_progress = time.monotonic()
+        if resume:
+            log.info("ota: %s: resuming with %d chunks on disk", self.name, self._transfer.received)
+        if self._transfer.received == len(self._transfer.have):
+            t, self._transfer = self._transfer, None
+            t.close()
+            self._report()
+            self._start_pipeline(t)
+            return self.status()
         log.info(
             "ota: %s %s (serial %d): receiving %d bytes in %d chunks",
             self.name, signed.body.version, signed.body.serial, signed.body.size,
@@ -238,7 +294,8 @@ class OtaReceiver:
         assert t is not None
         self._transfer = None
         t.close()
-        self.updater.versions.clear_staging()
+        if not retryable:  # a retryable transfer keeps its chunks: a resend resumes from them
+            self.updater.versions.clear_staging()
         self._record("rejected", reason, retryable=retryable)
         self._done.notify_all()
 
@@ -266,7 +323,9 @@ class OtaReceiver:
                 "internal",
             )
         if state != "active":  # "active" was recorded by the commit itself
-            self.updater.set_state(state, reason, code=code)
+            # A whole-file mismatch after every chunk matched its hash means bytes changed on
+            # the device's disk: sending the same bundle again may well succeed.
+            self.updater.set_state(state, reason, code=code, retryable=code in RETRYABLE)
         self.updater.versions.clear_staging()
         log.log(
             logging.INFO if state == "active" else logging.WARNING,
@@ -302,7 +361,8 @@ class OtaReceiver:
         return status
 
     def _refuse(self, exc: UpdateRejected, body: UpdateBody | None) -> dict[str, Any]:
-        """Answer and report a refused manifest; the recorded state stays as it was."""
+        """Answer and report a refused manifest; the recorded state stays as it was (the status
+        carries `refused: true`, so a transport does not publish it as the update's state)."""
         current = self.updater.current_manifest()
         status: dict[str, Any] = {
             "model": self.name,
@@ -312,6 +372,7 @@ class OtaReceiver:
             "serial": body.serial if body is not None else None,
             "active": current.version if current is not None else None,
             "code": exc.code,
+            "refused": True,
         }
         self._announce(status)
         return status

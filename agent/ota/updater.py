@@ -17,7 +17,8 @@ from agent.ota.activation import Activation, plugins_using
 from agent.ota.envelope import SignedUpdate
 from agent.ota.fsio import atomic_write_bytes, atomic_write_json, fsync_dir, fsync_file
 from agent.ota.health import HealthWindow
-from agent.ota.validate import check_shapes, load_candidate, validate_golden
+from agent.ota.sandbox import SandboxLimits, check_candidate
+from agent.ota.validate import check_shapes
 from agent.ota.versions import ENVELOPE, SHIPPED, TERMINAL, ModelVersions, version_dir_name
 from agent.runtime.folders import ModelStore, check_file, check_folder, manifest_or_none
 from agent.runtime.manifest import MANIFEST_FILE, Manifest
@@ -42,8 +43,17 @@ class Admission:
 class ModelUpdater:
     """Everything about updating one model that does not depend on how the bytes arrive."""
 
-    def __init__(self, name: str, config: AgentConfig, engine: EngineControl | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: AgentConfig,
+        engine: EngineControl | None,
+        *,
+        limits: SandboxLimits | None = None,
+    ) -> None:
         self.name = name
+        self.limits = limits or SandboxLimits()
+        """What checking a candidate in its child process may cost (see sandbox.py)."""
         self.config = config
         self.engine = engine
         self.versions = ModelVersions(config.state_dir, name)
@@ -158,6 +168,7 @@ class ModelUpdater:
             act: Activation | None = None
             try:
                 on_state("validating", "")
+                self._check_isolated(folder, stop)
                 act = self._validate_and_swap(folder, signed.body.manifest, on_state, stop)
                 self._commit(dir_name)
             except BaseException:
@@ -193,8 +204,7 @@ class ModelUpdater:
         Activation to commit (None: nothing runs the model)."""
         engine = self.engine
         if engine is None or not plugins_using(engine, self.name):
-            self._validate_offline(folder, manifest)
-            return None
+            return None  # nothing runs it: the isolated check was the whole validation
         act = Activation(engine, self.name, self.config.runtime)
         act.prepare(folder, manifest)
         try:
@@ -219,21 +229,21 @@ class ModelUpdater:
         log.info("ota: %s healthy: %s", self.name, report.figures)
         return act
 
-    def _validate_offline(self, folder: Path, manifest: Manifest) -> None:
-        """No plugin runs the model: check it loads, fits the current version and its vectors."""
-        model = load_candidate(folder, self.config.runtime)
-        try:
-            current = self.current_manifest()
-            if current is not None:
-                check_shapes(
-                    model,
-                    [t.shape for t in current.inputs],
-                    [t.shape for t in current.outputs],
-                    f"the active version {current.version}",
-                )
-            validate_golden(model, manifest)
-        finally:
-            model.close()
+    def _check_isolated(self, folder: Path, stop: threading.Event) -> None:
+        """Load, golden-check and time every file in a child process first (a crash or a hang
+        there is a refusal); with no plugin running the model, check it fits the active version
+        (a running one is checked against its plugin's slot when it is prepared)."""
+        probe = check_candidate(folder, self.config.runtime, self.limits, stop)
+        log.info("ota: %s candidate checked apart: %s", self.name, probe)
+        current = self.current_manifest()
+        running = self.engine is not None and plugins_using(self.engine, self.name)
+        if current is not None and not running:  # a running slot is checked in prepare()
+            check_shapes(
+                probe,
+                [t.shape for t in current.inputs],
+                [t.shape for t in current.outputs],
+                f"the active version {current.version}",
+            )
 
     def _commit(self, dir_name: str) -> None:
         self.versions.set_active(dir_name)  # the commit point: from here on, a restart runs it

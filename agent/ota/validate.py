@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -33,12 +33,22 @@ def load_candidate(
         ) from None
 
 
+class _Shaped(Protocol):
+    @property
+    def inputs(self) -> Any: ...
+    @property
+    def outputs(self) -> Any: ...
+
+
 def check_shapes(
-    model: Model, inputs: Sequence[Sequence[int]], outputs: Sequence[Sequence[int]], what: str
+    model: _Shaped | Model,
+    inputs: Sequence[Sequence[int]],
+    outputs: Sequence[Sequence[int]],
+    what: str,
 ) -> None:
     """UpdateRejected (code incompatible) unless the model's I/O shapes are exactly these."""
-    got_in = [list(s.shape) for s in model.inputs]
-    got_out = [list(s.shape) for s in model.outputs]
+    got_in = [list(_shape(s)) for s in model.inputs]
+    got_out = [list(_shape(s)) for s in model.outputs]
     want_in = [list(s) for s in inputs]
     want_out = [list(s) for s in outputs]
     if got_in != want_in or got_out != want_out:
@@ -47,6 +57,11 @@ def check_shapes(
             f"{what} needs inputs {want_in} outputs {want_out}",
             code="incompatible",
         )
+
+
+def _shape(spec: Any) -> Sequence[int]:
+    """A TensorSpec's shape, or a shape as the sandbox's probe reports it (a list)."""
+    return spec if isinstance(spec, list) else spec.shape
 
 
 def validate_golden(model: Model, manifest: Manifest) -> int:

@@ -104,9 +104,14 @@ class Topics:
         """OTA manifest subscriptions: this device, its group, the fleet."""
         return self.fleet_forms("ota/+/manifest")
 
-    def ota_chunk_filter(self) -> str:
-        """OTA chunk subscription (chunks are always sent to one device)."""
-        return f"{self.base}/ota/+/chunk/+"
+    def ota_chunk_filters(self) -> tuple[str, str, str]:
+        """OTA chunk subscriptions: answers to this device, and the group's or fleet's broadcast."""
+        return self.fleet_forms("ota/+/chunk/+")
+
+    def ota_refused(self, model: str) -> str:
+        """Where a manifest refused without changing the update's state is answered (not
+        retained, so it never hides the retained status of the update in progress)."""
+        return f"{self.base}/ota/{model}/refused"
 
     def ota_status(self, model: str) -> str:
         """Retained status of `model`'s last update."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,10 @@ def test_group_rollout_to_several_agents(
     for a in fleet:
         assert f"{a.config.device.id} " in out
     assert out.count("active") >= 3
+    # The chunks went once to the group, not once per device.
+    ratio = float(re.search(r"\(([0-9.]+) x the bundle\)", out).group(1))  # type: ignore[union-attr]
+    assert ratio < 1.6, out
+    assert "3 devices: 3 active" in out
     # The final state stays retained on each device's status topic.
     probe = probe_factory(broker)
     probe.subscribe(STATUS)
@@ -162,3 +167,31 @@ def test_model_rollback_command_over_mqtt(
     assert device.version == "1.0.0"
     again = probe.command(f"edge/{unique_id}", "model.rollback", {"model": NAME})
     assert not again["ok"] and again["error"]["code"] == "no_previous"
+
+
+def test_publish_to_a_silent_device_says_so_and_whether_it_is_offline(
+    tmp_path: Path,
+    broker: Any,
+    keys: Path,
+    unique_id: str,
+    probe_factory: Callable[..., Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pack(V1_1, keys, tmp_path / "b.tar")
+    probe = probe_factory(broker)
+    offline = json.dumps({"state": "offline", "reason": "shutdown"})
+    probe.publish(f"edge/{unique_id}-off/status", offline, retain=True)
+    argv = ["ota", "publish", str(tmp_path / "b.tar"), "--broker", f"127.0.0.1:{broker.port}"]
+    argv += ["--timeout", "3", "--notice-after", "1"]
+    assert main([*argv, "--device", f"{unique_id}-typo"]) == 1
+    captured = capsys.readouterr()
+    assert "no device has answered" in captured.err and "has nothing" in captured.err
+    assert "no device answered" in captured.out
+    assert main([*argv, "--device", f"{unique_id}-off"]) == 1
+    assert "says offline" in capsys.readouterr().err
+
+
+def test_publish_help_shows_the_timeout(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["ota", "publish", "--help"])
+    assert "default 300" in capsys.readouterr().out

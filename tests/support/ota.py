@@ -29,6 +29,8 @@ SHIPPED = MODELS / NAME
 DATA = OTA_DATA
 V1_1 = DATA / "v1_1_0"
 SLOW = DATA / "slow"
+LOOP = DATA / "loop"
+CRASH = DATA / "crash"
 W32 = DATA / "w32"
 NAN = DATA / "nan"
 
@@ -140,7 +142,7 @@ class WavePlugin(Plugin):
 class Agent:
     """A whole device for the MQTT tests: engine (one wave plugin), sync service, OTA over MQTT."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, *, limits: Any = None, give_up_s: float = 60.0) -> None:
         from agent.engine.host import PluginHost
         from agent.ota import OtaMqttAdapter, OtaService, recover
         from agent.plugin.registry import PluginRegistry
@@ -151,11 +153,11 @@ class Agent:
         self.host = PluginHost(config, registry=PluginRegistry(extra={"wave": WavePlugin}))
         self.host.start()
         self.sync = SyncService(config, self.host)
-        self.ota = OtaService(config, engine=self.host)
+        self.ota = OtaService(config, engine=self.host, limits=limits)
         self.sync.register_command(
             "model.rollback", self.ota.rollback_command, RollbackArgs, description="OTA rollback"
         )
-        self.adapter = OtaMqttAdapter(self.sync, self.ota, stall_s=0.5)
+        self.adapter = OtaMqttAdapter(self.sync, self.ota, stall_s=0.5, give_up_s=give_up_s)
         self.adapter.start()
         self.sync.start()
 
