@@ -51,7 +51,8 @@ def bench(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    setup_logging(config.logging.model_copy(update={"level": "WARNING"}), stream=sys.stderr)
+    level = getattr(args, "log_level", None) or "WARNING"  # the agent's INFO lines are noise here
+    setup_logging(config.logging.model_copy(update={"level": level}), stream=sys.stderr)
     try:
         report = bench_engine(config, duration_s=args.duration, floor_s=args.floor_duration)
     except EdgeAgentError as exc:

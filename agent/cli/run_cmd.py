@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    setup_logging(config.logging)
+    level = getattr(args, "log_level", None) or config.logging.level  # -v/-q/--log-level win
+    setup_logging(config.logging.model_copy(update={"level": level}))
     stop = _stop_on_signals()
     reload = _reload_on_sighup()
     try:
