@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,9 @@ class OutputChannel:
         self._e_tail = 0
         self.telemetry_dropped = 0
         self.events_dropped = 0
+        self.recent: deque[Event] = deque(maxlen=16)
+        """The last events drained (by whoever consumes): the live view shows them. Kept on the
+        consumer's side, so the producer's hot path is unchanged."""
         # perf_counter_ns -> wall-clock ns, read by the hot path without a syscall. The consumer
         # refreshes it at every drain, so stamps follow a stepped wall clock (NTP on a board
         # without an RTC); one int store is atomic in CPython, so the producer needs no lock.
@@ -116,6 +120,7 @@ class OutputChannel:
                 out.append(ev)
         self._e_tail = head
         self._refresh_wall_offset()
+        self.recent.extend(out)
         return out
 
     @property
