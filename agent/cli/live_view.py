@@ -166,7 +166,8 @@ class _ConsoleHandler(logging.Handler):
         """Print one formatted record."""
         try:
             line = self.format(record)
-            self._console.print(line, markup=False, highlight=False, soft_wrap=True)
+            # Wrapped by rich, not by the terminal: rich then knows how many rows it wrote.
+            self._console.print(line, markup=False, highlight=False, overflow="fold")
         except Exception:  # a logging handler never raises into the caller
             self.handleError(record)
 
