@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -110,10 +111,13 @@ def recent_events(app: Any, limit: int = EVENT_ROWS) -> list[Event]:
     """The last events of every plugin, oldest first. Without MQTT nobody else drains the
     event rings, so the view does (it is then their one consumer)."""
     channels = app.host.channels()
+    for channel in channels:
+        if channel.recent is None:
+            channel.recent = deque(maxlen=16)
     if getattr(app, "sync", None) is None:
         for channel in channels:
             channel.drain_events()
-    events = [ev for channel in channels for ev in list(channel.recent)]
+    events = [ev for channel in channels for ev in list(channel.recent or ())]
     events.sort(key=lambda ev: ev.ts_ns)
     return events[-limit:]
 

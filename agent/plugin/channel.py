@@ -48,9 +48,10 @@ class OutputChannel:
         self._e_tail = 0
         self.telemetry_dropped = 0
         self.events_dropped = 0
-        self.recent: deque[Event] = deque(maxlen=16)
-        """The last events drained (by whoever consumes): the live view shows them. Kept on the
-        consumer's side, so the producer's hot path is unchanged."""
+        self.recent: deque[Event] | None = None
+        """Set to a bounded deque by a viewer (the live view) to keep the last events drained;
+        filled on the consumer's side, so the producer's hot path is unchanged. None: nothing
+        kept, every event freed once drained."""
         # perf_counter_ns -> wall-clock ns, read by the hot path without a syscall. The consumer
         # refreshes it at every drain, so stamps follow a stepped wall clock (NTP on a board
         # without an RTC); one int store is atomic in CPython, so the producer needs no lock.
@@ -120,7 +121,8 @@ class OutputChannel:
                 out.append(ev)
         self._e_tail = head
         self._refresh_wall_offset()
-        self.recent.extend(out)
+        if self.recent is not None:
+            self.recent.extend(out)
         return out
 
     @property
