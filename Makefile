@@ -3,6 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: demo test test-slow soak fleet brokers lint train bench mosquitto faketime systemd-tools systemd-test
 
@@ -38,7 +39,14 @@ systemd-tools:
 	  (apt-get update -qq && apt-get install -y -qq systemd-container debootstrap) >/dev/null || \
 	  sudo sh -c 'apt-get update -qq && apt-get install -y -qq systemd-container debootstrap' >/dev/null; }
 
-demo: $(STAMP)
+# The demo needs the agent and its runtime dependencies only, not the test and lint tools.
+$(RUN_STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	touch $(RUN_STAMP)
+
+demo: $(RUN_STAMP)
 	$(VENV)/bin/edge-agent run --config firmware-configs/generic-x86.toml
 
 test: $(STAMP) mosquitto

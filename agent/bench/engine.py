@@ -24,6 +24,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,15 +46,25 @@ ModelRef = tuple[str, str, str]
 """(model name, backend, file path)."""
 
 
+Progress = Callable[[str], None]
+
+
 def bench_engine(
     config: AgentConfig,
     *,
     duration_s: float,
     floor_s: float | None = None,
     registry: PluginRegistry | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Run every phase and return the report (shape documented in the issue, plus extras)."""
+    """Run every phase and return the report (shape documented in the issue, plus extras);
+    `progress` hears one line as each phase starts (the whole run takes a while)."""
     floor_s = floor_s if floor_s is not None else min(duration_s, 10.0)
+    say = progress if progress is not None else _silent
+    # Per plugin: ~1 s tight, floor_s / 2 paced, floor_s empty; then ~2 s for the RSS floor.
+    total = duration_s + len(config.plugins) * (1.0 + 1.5 * floor_s) + 2.0
+    say(f"about {total:.0f} s in all: the agent first, then baselines per plugin")
+    say(f"agent: every plugin ticking for {duration_s:g} s")
     run = _agent_phase(config, duration_s, registry)
     mode = RealtimeMode(config.engine)
     plugin_configs = {pc.name: pc for pc in config.plugins}
@@ -69,6 +80,9 @@ def bench_engine(
             pc.wait,
         )
         model = run["models"].get(name)
+        if model:
+            say(f"{name}: {model[0]} alone, tight ~1 s then paced at {policy.rate_hz:g} Hz")
+        say(f"{name}: empty loop at {policy.rate_hz:g} Hz for {floor_s:g} s (the floor)")
         with mode:
             bare = _bare_phase(model, policy, floor_s, config) if model else None
             floor = _loop_phase(policy, floor_s, mode.collector, None).late_hist
@@ -76,7 +90,9 @@ def bench_engine(
         report["wait"] = policy.wait
         report["cpu_affinity"] = policy.cpu_affinity
         report["stages_us"] = run["stages"].get(name)
+        report["accelerator"] = run["accelerators"].get(name)
         plugins.append(report)
+    say("memory floor: the same libraries and models in a bare process")
     floor_rss = floor_rss_mb(run["modules"], list(run["models"].values()), config.runtime.threads)
     imports = import_breakdown(run["modules"])
     return {
@@ -118,9 +134,10 @@ def _agent_phase(
             for name in stats
             if stats[name]["state"] == "running"
         }
+        slots = app.host.model_slots()
         models = {
             name: (slot.model.name, slot.model.backend, slot.model.path)
-            for name, slot in app.host.model_slots().items()
+            for name, slot in slots.items()
         }
         return {
             "ready_ms": ready_ms,
@@ -129,6 +146,7 @@ def _agent_phase(
             "stats": stats,
             "stages": stages,
             "models": models,
+            "accelerators": {name: slot.model.accelerator for name, slot in slots.items()},
         }
     finally:
         app.stop(timeout=2.0)
@@ -205,6 +223,10 @@ def _plugin_report(
         report["bare_paced_us"] = {"p50": paced["p50"], "p99": paced["p99"]}
         report["ratio_p50_paced"] = _ratio(tick["p50"], paced["p50"])
     return report
+
+
+def _silent(line: str) -> None:
+    """No progress wanted."""
 
 
 def _ratio(a: float, b: float) -> float | None:

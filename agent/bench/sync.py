@@ -29,6 +29,7 @@ from typing import Any
 from agent.bench.receiver import Receiver, nodelay
 from agent.config.sections import AgentConfig
 from agent.errors import PluginError
+from agent.plugin.base import PluginParams
 from agent.plugin.channel import OutputChannel
 from agent.runtime.base import Model
 from agent.runtime.slot import ModelSlot
@@ -58,6 +59,9 @@ class _Engine:
 
     def set_params(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         return params
+
+    def params(self, name: str) -> PluginParams:
+        return PluginParams()
 
     def stats(self) -> dict[str, dict[str, Any]]:
         return {}

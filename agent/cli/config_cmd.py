@@ -18,7 +18,9 @@ def register(sub: Any) -> None:
         "check",
         help="Validate FILE (with EDGE_AGENT__* overrides) and print the effective config",
         description=(
-            "Validate FILE with the EDGE_AGENT__SECTION__KEY environment overrides applied. "
+            "Validate FILE with the EDGE_AGENT__SECTION__KEY environment overrides applied, "
+            "and that the plugins it names are installed, its models_dir exists and holds the "
+            "models it names, and its schedules parse. "
             "Prints the effective configuration and exits 0, or prints every error as "
             "`key.path: message (got VALUE)` on stderr and exits 2."
         ),
@@ -28,22 +30,33 @@ def register(sub: Any) -> None:
         "--no-file-check",
         dest="check_files",
         action="store_false",
-        help="Do not require TLS, password and key files to exist (checking a board's file here)",
+        help="Do not require TLS, password and key files, models_dir and the models it names "
+        "to exist (checking a board's file away from the board)",
     )
     check.set_defaults(handler=run_check)
 
 
 def run_check(args: argparse.Namespace) -> int:
     """Print the effective config (exit 0) or every error (exit 2)."""
+    from agent.cli.config_refs import check_references
     from agent.config.errors import error_lines
     from agent.config.loader import format_config, load_config
     from agent.errors import ConfigError
 
     try:
         config = load_config(args.file, check_files=args.check_files)
-        _check_schedules(config)
     except ConfigError as exc:
-        for line in error_lines(exc):
+        for line in error_lines(_hint_board_files(exc)):
+            print(line, file=sys.stderr)
+        return EXIT_INVALID
+    errors: list[tuple[str, str, object]] = []
+    for check in (_check_schedules, check_references):
+        try:
+            check(config, check_files=args.check_files)
+        except ConfigError as exc:
+            errors += exc.errors
+    if errors:
+        for line in error_lines(ConfigError(errors)):
             print(line, file=sys.stderr)
         return EXIT_INVALID
     print(f"# effective configuration of {args.file} (defaults < file < EDGE_AGENT__* environment)")
@@ -51,7 +64,21 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_schedules(config: Any) -> None:
+def _hint_board_files(exc: Any) -> Any:
+    """`exc` with the way out named on every file that was not found: a board's own file
+    (a TLS key, a trusted OTA key) is checked here with --no-file-check."""
+    from agent.cli.config_refs import BOARD_ONLY_HINT
+    from agent.errors import ConfigError
+
+    missing = ("file not found", "not a regular file")
+    errors = [
+        (path, f"{msg}; {BOARD_ONLY_HINT}" if msg in missing else msg, value)
+        for path, msg, value in exc.errors
+    ]
+    return ConfigError(errors, source=exc.source)
+
+
+def _check_schedules(config: Any, *, check_files: bool = True) -> None:
     """What the section models cannot see: cron syntax, command names and their arguments."""
     if not config.schedule:
         return  # no need to import APScheduler and the command table

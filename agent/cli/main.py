@@ -1,14 +1,28 @@
-"""The `edge-agent` command: one sub-command module per concern, imported lazily."""
+"""The `edge-agent` command line: one sub-command module per concern."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
-# Each module defines `register(subparsers)`; heavy imports stay inside the handlers so that
-# `edge-agent run` imports only the runtimes its models need.
+from agent import __version__
+
+DESCRIPTION = """\
+Run int8 TFLite and ONNX models in real-time plugin loops on this device, report over MQTT and
+take signed model updates.
+
+First steps:
+  edge-agent config check FILE     validate a config and print it as the agent sees it
+  edge-agent models verify         check the shipped models (sha256, load, golden vectors)
+  edge-agent run --config FILE     run every configured plugin until Ctrl-C
+
+Every command has its own --help. Docs: README.md and docs/ (mqtt.md, ota.md, ...)."""
+
+# Each module defines `register(subparsers)` and imports what its handler needs inside the
+# handler, so `edge-agent run` imports only the runtimes its models need.
 COMMAND_MODULES = (
     "agent.cli.config_cmd",
     "agent.cli.models_cmd",
@@ -19,20 +33,67 @@ COMMAND_MODULES = (
     "agent.cli.fleet_cmd",
     "agent.cli.service_cmd",
 )
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="edge-agent",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    _add_log_flags(parser)
     return parser
+
+
+def _add_log_flags(parser: argparse.ArgumentParser) -> None:
+    """The log level flags on `parser` and every sub-command below it, so that both
+    `edge-agent -v run ...` and `edge-agent run ... -v` work."""
+    group = parser.add_argument_group("logging")
+    exclusive = group.add_mutually_exclusive_group()
+    # SUPPRESS: a sub-command that is not given the flag must not reset what the top level set.
+    exclusive.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        type=str.upper,
+        default=argparse.SUPPRESS,
+        help="log level (overrides the config's logging.level)",
+    )
+    exclusive.add_argument(
+        "-v",
+        "--verbose",
+        dest="log_level",
+        action="store_const",
+        const="DEBUG",
+        default=argparse.SUPPRESS,
+        help="same as --log-level DEBUG",
+    )
+    exclusive.add_argument(
+        "-q",
+        "--quiet",
+        dest="log_level",
+        action="store_const",
+        const="WARNING",
+        default=argparse.SUPPRESS,
+        help="warnings and errors only (same as --log-level WARNING)",
+    )
+    for action in parser._actions:  # argparse offers no public walk over sub-parsers
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_log_flags(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "log_level", None) is not None:
+        # Commands that set logging up from their config (run, bench) apply the flag again.
+        logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     code: int = args.handler(args)
     return code
 

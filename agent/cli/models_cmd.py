@@ -94,10 +94,32 @@ def _verify(args: argparse.Namespace) -> int:
             ],
         )
     )
+    _print_tolerances(rows)
     failed = [r for r in rows if r.result == "FAIL"]
     for r in failed:
         print(f"FAIL {r.file}: {r.reason}", file=sys.stderr)
     return 1 if failed else 0
+
+
+TOLERANCE_NOTE = """\
+tolerance per output, from each model's manifest.json golden vectors: `make train` sets it to
+max(2 x the largest difference between the model's files on those inputs, 2 % of the largest
+output, 0.001); `models import` to 1.5 x the largest int8-vs-float difference."""
+
+
+def _print_tolerances(rows: Sequence[Any]) -> None:
+    """Per file and output: the worst error against the tolerance it met, and where it is set."""
+    lines = [
+        f"  {r.name} {Path(r.file).name} output {o.index}: max error {o.max_error:.3g} "
+        f"{'<=' if o.max_error <= o.tolerance else '>'} tolerance {o.tolerance:.3g} "
+        f"({o.source}); outputs up to {o.largest_output:.3g}{_share(o)}"
+        for r in rows
+        for o in r.outputs
+    ]
+    if lines:
+        print()
+        print(TOLERANCE_NOTE)
+        print("\n".join(lines))
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -161,3 +183,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _share(check: Any) -> str:
+    if not check.largest_output or check.max_error != check.max_error:
+        return ""
+    return f", error {100 * check.max_error / check.largest_output:.1f} % of that"

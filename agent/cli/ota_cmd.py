@@ -85,8 +85,14 @@ def _fail(message: str, code: int = EXIT_USAGE) -> int:
 
 def _keygen(args: argparse.Namespace) -> int:
     from agent.errors import ConfigError
-    from agent.ota.keys import generate_keypair, key_id, load_public_key
+    from agent.ota.keys import PRIVATE_FILE, PUBLIC_FILE, generate_keypair, key_id, load_public_key
 
+    there = [p for p in (args.out / PRIVATE_FILE, args.out / PUBLIC_FILE) if p.exists()]
+    if there and not args.force:
+        return _fail(
+            f"{there[0]} already exists: refusing to replace a key pair (devices that trust its "
+            "public key would refuse updates signed with a new one); pass --force to replace it"
+        )
     try:
         private, public = generate_keypair(args.out, overwrite=args.force)
     except ConfigError as exc:

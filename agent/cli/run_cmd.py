@@ -1,7 +1,9 @@
 """`edge-agent run --config FILE [--duration S]`: start everything configured, until stopped.
 
-On a terminal a compact live view (rich) shows rates, p99 tick time and lateness, overruns and
-states; otherwise a `key=value` summary line per plugin is logged periodically. SIGINT and
+On a terminal a compact live view (rich, agent/cli/live_view.py) shows the broker link and the
+outbox depth, per plugin its model and accelerator, rates, tick time and lateness, overruns and
+state, and the last events; otherwise a `key=value` summary line per plugin is logged
+periodically. SIGINT and
 SIGTERM stop everything within a second, exit code 0. A bad config exits 2, a start failure 1.
 SIGHUP (`systemctl reload`) re-reads the config file and applies it like the `config.reload`
 command; a file that is unreadable or invalid, or that the engine refuses, changes nothing and
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    setup_logging(config.logging)
+    level = getattr(args, "log_level", None) or config.logging.level  # -v/-q/--log-level win
+    setup_logging(config.logging.model_copy(update={"level": level}))
     stop = _stop_on_signals()
     reload = _reload_on_sighup()
     try:
@@ -152,45 +155,15 @@ def _reload_if_asked(app: Any, reload: threading.Event, path: Path) -> None:
 def _live_view(
     app: Any, stop: threading.Event, reload: threading.Event, path: Path, end: float | None
 ) -> None:
-    from rich.live import Live
+    from agent.cli.live_view import run_live_view
 
-    with Live(_table(app), refresh_per_second=4, transient=False) as live:
-        while not stop.wait(_until(end, 0.25)):
-            if end is not None and time.monotonic() >= end:
-                break
-            _reload_if_asked(app, reload, path)
-            live.update(_table(app))
+    def step() -> bool:
+        if end is not None and time.monotonic() >= end:
+            return False
+        _reload_if_asked(app, reload, path)
+        return True
 
-
-def _table(app: Any) -> Any:
-    from rich import box
-    from rich.table import Table
-
-    from agent.engine.report import plugin_rows
-
-    table = Table(
-        title=f"edge-agent {app.config.device.id}  (tick and lateness in us)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-    )
-    table.add_column("plugin", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    for col in ("Hz", "ticks", "tick\np50", "tick\np99", "late\np99", "over-\nruns", "re-\nstarts"):
-        table.add_column(col, justify="right", no_wrap=True)
-    for row in plugin_rows(app.host):
-        table.add_row(
-            row["plugin"],
-            row["state"],
-            f"{row['rate_hz']:g}",
-            str(row["ticks"]),
-            f"{row['tick_p50_us']:.1f}",
-            f"{row['tick_p99_us']:.0f}",
-            f"{row['late_p99_us']:.0f}",
-            str(row["overruns"]),
-            str(row["restarts"]),
-            style="red" if row["state"] != "running" else None,
-        )
-    return table
+    run_live_view(app, stop, step)
 
 
 def _log_summary(app: Any) -> None:

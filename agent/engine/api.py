@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from agent.config.sections import AgentConfig
+from agent.plugin.base import PluginParams
 from agent.plugin.channel import OutputChannel
 from agent.runtime.base import Model
 from agent.runtime.slot import ModelSlot
@@ -33,6 +34,10 @@ class EngineControl(Protocol):
     def set_params(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         """Validate a partial update with the plugin's params model, apply it between ticks and
         return the full params now in force; ConfigError naming the bad key otherwise."""
+
+    def params(self, name: str) -> PluginParams:
+        """The params in force for plugin `name` (its params model: schema and values);
+        PluginError if unknown."""
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per plugin: tick_us and lateness_us (p50, p99, p999, max), ticks, overruns, skipped."""

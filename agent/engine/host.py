@@ -269,6 +269,12 @@ class PluginHost:
                 self._unbuilt_params[name] = new
             return new.model_dump(mode="json")
 
+    def params(self, name: str) -> PluginParams:
+        """The params in force for plugin `name`; PluginError if unknown."""
+        with self._lock:
+            self._plugin_config(name)
+            return self._params_of(name)
+
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per plugin: tick_us and lateness_us (p50, p99, p999, max), ticks, overruns, skipped,
         rate_hz, and state, restarts and crashes (so metrics show a crash storm)."""

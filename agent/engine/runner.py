@@ -260,8 +260,9 @@ class PluginRunner:
         if verdict and not self.overrunning:
             self.overrun_reports += 1
             log.warning(
-                "plugin %s keeps overrunning: %.1f %% of ticks over %.0f Hz deadlines",
-                self.name, self._watch.share * 100, self._rate_hz,
+                "plugin %s keeps overrunning: %.1f %% of its ticks in the last %.0f s missed "
+                "%g Hz deadlines (a recent window, not the share since start)",
+                self.name, self._watch.share * 100, self._watch.window_s, self._rate_hz,
             )  # fmt: skip
         self.overrunning = verdict
         if verdict and self.engine.overrun_reduce_rate:

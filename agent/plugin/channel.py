@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,10 @@ class OutputChannel:
         self._e_tail = 0
         self.telemetry_dropped = 0
         self.events_dropped = 0
+        self.recent: deque[Event] | None = None
+        """Set to a bounded deque by a viewer (the live view) to keep the last events drained;
+        filled on the consumer's side, so the producer's hot path is unchanged. None: nothing
+        kept, every event freed once drained."""
         # perf_counter_ns -> wall-clock ns, read by the hot path without a syscall. The consumer
         # refreshes it at every drain, so stamps follow a stepped wall clock (NTP on a board
         # without an RTC); one int store is atomic in CPython, so the producer needs no lock.
@@ -116,6 +121,8 @@ class OutputChannel:
                 out.append(ev)
         self._e_tail = head
         self._refresh_wall_offset()
+        if self.recent is not None:
+            self.recent.extend(out)
         return out
 
     @property

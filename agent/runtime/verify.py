@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +32,8 @@ class VerifyRow:
     result: Result
     max_error: float | None = None
     reason: str = ""
+    outputs: tuple[OutputCheck, ...] = ()
+    """Per output: its largest error, the tolerance it was held to and where that is set."""
 
 
 def model_folders(path: Path) -> list[Path]:
@@ -70,7 +72,12 @@ def verify_folder(folder: Path, *, edgetpu_library: str = "libedgetpu.so.1") -> 
 
 
 def _verify_file(folder: Path, manifest: Manifest, entry: ModelFile, lib: str) -> VerifyRow:
-    def row(result: Result, max_error: float | None = None, reason: str = "") -> VerifyRow:
+    def row(
+        result: Result,
+        max_error: float | None = None,
+        reason: str = "",
+        outputs: tuple[OutputCheck, ...] = (),
+    ) -> VerifyRow:
         return VerifyRow(
             manifest.name,
             manifest.version,
@@ -81,6 +88,7 @@ def _verify_file(folder: Path, manifest: Manifest, entry: ModelFile, lib: str) -
             result,
             max_error,
             reason,
+            outputs,
         )
 
     try:
@@ -98,8 +106,23 @@ def _verify_file(folder: Path, manifest: Manifest, entry: ModelFile, lib: str) -
         except ModelError as exc:
             return row("FAIL", reason=exc.reason)
     if golden.failure:
-        return row("FAIL", golden.max_error, golden.failure)
-    return row("ok", golden.max_error, "" if manifest.golden else "no golden vectors")
+        return row("FAIL", golden.max_error, golden.failure, golden.outputs)
+    note = "" if manifest.golden else "no golden vectors"
+    return row("ok", golden.max_error, note, golden.outputs)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputCheck:
+    """One output over every golden vector: its worst error against the tolerance it met."""
+
+    index: int
+    max_error: float
+    """The error of the vector that came closest to its tolerance (the largest error/tolerance)."""
+    tolerance: float
+    source: str
+    """Where the tolerance is set in manifest.json, e.g. `golden[3].tolerance`."""
+    largest_output: float
+    """The largest |expected value| of this output over the vectors: the scale of the error."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +135,7 @@ class GoldenCheck:
     """The first vector and output off by more than its tolerance ("" when all pass)."""
     non_finite: bool = False
     """The first failure is a NaN or inf output."""
+    outputs: tuple[OutputCheck, ...] = ()
 
 
 def check_golden(model: Model, golden: Sequence[GoldenVector]) -> GoldenCheck:
@@ -122,6 +146,7 @@ def check_golden(model: Model, golden: Sequence[GoldenVector]) -> GoldenCheck:
     worst = 0.0
     failure = ""
     non_finite = False
+    per_output: dict[int, OutputCheck] = {}
     for k, vector in enumerate(golden):
         if len(vector.outputs) != len(model.outputs):
             raise ModelError(
@@ -136,14 +161,37 @@ def check_golden(model: Model, golden: Sequence[GoldenVector]) -> GoldenCheck:
         for j, expected in enumerate(vector.outputs):
             err = _max_error(expected, outs[j], fast.outputs[j], path=model.path)
             worst = max(worst, err) if err == err else err  # keep a NaN visible
-            per_output = vector.tolerances or ()
-            limit = per_output[j] if j < len(per_output) else vector.tolerance
+            check = _output_check(k, j, vector, expected, err)
+            per_output[j] = _nearer(check, per_output.get(j))
+            limit = check.tolerance
             if err <= limit or failure:
                 continue
             non_finite = not np.isfinite(err)  # NaN fails too: `err <= limit` is False
             what = "emits NaN or inf" if non_finite else f"max error {err:.4g}"
             failure = f"fails golden vector {k} output {j}: {what} > tolerance {limit:.4g}"
-    return GoldenCheck(worst, failure, non_finite)
+    return GoldenCheck(worst, failure, non_finite, tuple(per_output[j] for j in sorted(per_output)))
+
+
+def _output_check(
+    k: int, j: int, vector: GoldenVector, expected: object, err: float
+) -> OutputCheck:
+    own = vector.tolerances or ()
+    if j < len(own):
+        limit, source = own[j], f"golden[{k}].tolerances[{j}]"
+    else:
+        limit, source = vector.tolerance, f"golden[{k}].tolerance"
+    scale = float(np.abs(np.asarray(expected, np.float32)).max(initial=0.0))
+    return OutputCheck(j, err, limit, source, scale)
+
+
+def _nearer(check: OutputCheck, seen: OutputCheck | None) -> OutputCheck:
+    """Of two checks of one output, the one nearer its tolerance (a NaN error is nearest), with
+    the larger output scale of the two."""
+    if seen is None:
+        return check
+    new, old = check.max_error / check.tolerance, seen.max_error / seen.tolerance
+    nearer = check if (new != new and old == old) or new > old else seen  # x != x: NaN
+    return replace(nearer, largest_output=max(check.largest_output, seen.largest_output))
 
 
 def _max_error(expected: object, *got: FloatArray, path: str) -> float:

@@ -55,7 +55,8 @@ class _WatchdogService:
 
 
 def status_line(app: AgentApp) -> str:
-    """One line for systemd's STATUS=: plugins running and how late the worst loop is."""
+    """One line for systemd's STATUS= and the live view: plugins running, how late the worst
+    loop is, the broker link and the outbox depth."""
     plugins = app.host.plugins()
     running = sum(1 for p in plugins if p.get("state") == "running")
     stats = app.host.stats()
@@ -65,6 +66,7 @@ def status_line(app: AgentApp) -> str:
     if sync is not None:
         counters = sync.counters()
         link = ", mqtt up" if counters.get("connected") else ", mqtt down"
+        link += f", outbox {counters.get('outbox_depth', 0):.0f}"
         if counters.get("outbox_failing"):
             link += ", outbox writes failing"
     return f"{running}/{len(plugins)} plugins running, lateness p99 {worst:.0f} us{link}"

@@ -19,6 +19,7 @@ from agent import __version__
 from agent.config.sections import ID_PATTERN, AgentConfig
 from agent.engine.api import EngineControl
 from agent.errors import CommandError
+from agent.plugin.base import PluginParams
 from agent.sync.commands import CommandRegistry, NoArgs
 from agent.sync.infer import ModelCache
 
@@ -68,7 +69,12 @@ class PluginArgs(_Args):
 class PluginSetArgs(PluginArgs):
     """A partial params update for one plugin."""
 
-    params: dict[str, Any] = Field(min_length=1, description="Keys of the plugin's params model")
+    # An empty update is the identity of a partial update, so it succeeds and changes nothing:
+    # a client that builds the dict from a form need not special-case "nothing edited", and
+    # refusing it once made `{}` look like a way to list the params (`plugin.params` does that).
+    params: dict[str, Any] = Field(
+        description="Keys of the plugin's params model (see plugin.params); {} changes nothing"
+    )
 
 
 class StatsArgs(_Args):
@@ -97,7 +103,8 @@ class Builtin(NamedTuple):
 BUILTINS = (
     Builtin("ping", "ping", NoArgs, "Liveness and round trip"),
     Builtin("status", "status", NoArgs, "Connection, outbox, jobs and plugins"),
-    Builtin("plugins.list", "plugins_list", NoArgs, "Every plugin with its state"),
+    Builtin("plugins.list", "plugins_list", NoArgs, "Every plugin with its state and params"),
+    Builtin("plugin.params", "plugin_params", PluginArgs, "A plugin's params: values and schema"),
     Builtin("plugin.start", "plugin_start", PluginArgs, "Start a stopped plugin"),
     Builtin("plugin.stop", "plugin_stop", PluginArgs, "Stop a running plugin"),
     Builtin("plugin.restart", "plugin_restart", PluginArgs, "Restart a plugin with fresh setup"),
@@ -149,8 +156,16 @@ class BuiltinHandlers:
         return self._ctx.status()
 
     def plugins_list(self, _: NoArgs) -> list[dict[str, Any]]:
-        """Every plugin with its state."""
-        return self._ctx.control.plugins()
+        """Every plugin with its state and its params (values and schema)."""
+        control = self._ctx.control
+        return [
+            {**p, "params": describe_params(control.params(p["name"]))} for p in control.plugins()
+        ]
+
+    def plugin_params(self, args: PluginArgs) -> dict[str, Any]:
+        """One plugin's params: the value in force and the JSON schema of each."""
+        self._plugin(args.name)
+        return {"name": args.name, "params": describe_params(self._ctx.control.params(args.name))}
 
     def plugin_start(self, args: PluginArgs) -> dict[str, Any]:
         """Start a stopped plugin."""
@@ -167,7 +182,10 @@ class BuiltinHandlers:
     def plugin_set(self, args: PluginSetArgs) -> dict[str, Any]:
         """Change a plugin's params between two ticks."""
         self._plugin(args.name)
-        return {"name": args.name, "params": self._ctx.control.set_params(args.name, args.params)}
+        control = self._ctx.control
+        if not args.params:  # nothing to apply: no hand-over to the loop
+            return {"name": args.name, "params": control.params(args.name).model_dump(mode="json")}
+        return {"name": args.name, "params": control.set_params(args.name, args.params)}
 
     def stats(self, args: StatsArgs) -> dict[str, Any]:
         """Loop statistics of every plugin, or of one."""
@@ -211,3 +229,31 @@ class BuiltinHandlers:
         action(name)
         self._ctx.state_changed()
         return self._plugin(name)
+
+
+def describe_params(params: PluginParams) -> dict[str, dict[str, Any]]:
+    """Each param's value in force beside its JSON schema (type, bounds, default, description),
+    nested models inlined so one entry reads on its own."""
+    schema = type(params).model_json_schema()
+    defs = schema.get("$defs", {})
+    values = params.model_dump(mode="json")
+    return {
+        key: {"value": values.get(key), **_inline(prop, defs)}
+        for key, prop in schema.get("properties", {}).items()
+    }
+
+
+def _inline(node: Any, defs: dict[str, Any], seen: frozenset[str] = frozenset()) -> Any:
+    """`node` with every `{"$ref": "#/$defs/X"}` replaced by X; a ref already being expanded
+    stays a ref (a recursive model would otherwise never end)."""
+    if isinstance(node, list):
+        return [_inline(n, defs, seen) for n in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref not in seen:
+        target = defs.get(ref.removeprefix("#/$defs/"))
+        if target is not None:
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            return {**_inline(target, defs, seen | {ref}), **rest}
+    return {k: _inline(v, defs, seen) for k, v in node.items()}

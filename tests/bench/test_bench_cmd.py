@@ -46,6 +46,9 @@ def test_bench_prints_one_json_object_with_every_figure(tmp_path: Path) -> None:
     for key in ("lateness_us", "floor_lateness_us"):
         assert 0 <= wave[key]["p50"] <= wave[key]["p99"] <= wave[key]["max"], key
     assert wave["ratio_p50"] == round(wave["tick_us"]["p50"] / wave["bare_us"]["p50"], 2)
+    paced = wave["ratio_p50_paced"]
+    assert paced == round(wave["tick_us"]["p50"] / wave["bare_paced_us"]["p50"], 2)
+    assert wave["accelerator"] == "cpu"
     assert wave["ticks"] > 200 and 0 <= wave["overruns"] <= wave["ticks"]
     assert wave["wait"] == "sleep"
     stages = wave["stages_us"]
@@ -56,6 +59,34 @@ def test_bench_prints_one_json_object_with_every_figure(tmp_path: Path) -> None:
     assert total == pytest.approx(stages["tick_us"]["mean"], abs=0.1)
     imports = report["import_rss_mb"]
     assert imports["python"] > 0 and "numpy" in imports
+    # Progress went to stderr, one line per phase, beginning with the expected total time.
+    progress = [line for line in out.stderr.splitlines() if line.startswith("bench: ")]
+    assert progress[0].startswith("bench: about ") and " s in all" in progress[0]
+    assert any("wave: empty loop at 200 Hz" in line for line in progress)
+
+
+def test_bench_table_has_units_both_ratios_and_the_accelerator(tmp_path: Path) -> None:
+    site = kit.write_entry_points(tmp_path / "site")
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\nmodels_dir = "{kit.MODELS}"\n'
+        '[mqtt]\nenabled = false\n[[plugins]]\nname = "wave"\nrate_hz = 200\n'
+    )
+    env = child_env(site)
+    args = ["--config", str(config), "--duration", "1", "--floor-duration", "0.3", "-q"]
+    out = subprocess.run(
+        [EDGE_AGENT, "bench", *args], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert "bench: " not in out.stderr  # -q: no progress
+    lines = out.stdout.splitlines()
+    assert " MB (floor " in lines[0] and " ms after process start" in lines[0]
+    head, row = lines[1].split(), lines[2].split()
+    for unit in ("Hz", "us"):
+        assert unit in head
+    assert lines[1].count("p50 us") == 3 and "x tight" in lines[1] and "x paced" in lines[1]
+    assert row[:3] == ["wave", kit.WAVE_MODEL, "cpu"]
+    assert "x tight / x paced:" in lines[3]
 
 
 @pytest.mark.slow

@@ -214,3 +214,21 @@ def test_sighup_reloads_the_file_through_the_run_loop(
     assert not reload.is_set()
     assert _rates(app) == {"wave": 200.0, "counter": 40.0}
     assert any(r.getMessage().startswith("config reloaded: ") for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("flags", "info_shown"), [(["-q"], False), (["--log-level", "debug"], True)]
+)
+def test_log_level_flags_override_the_config(
+    env: dict[str, str], tmp_path: Path, flags: list[str], info_shown: bool
+) -> None:
+    config = _config(tmp_path, PLUGINS)
+    out = subprocess.run(
+        [EDGE_AGENT, "run", "--config", str(config), "--duration", "0.5", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert ("INFO agent.run: ready" in out.stderr) is info_shown, out.stderr

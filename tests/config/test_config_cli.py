@@ -68,7 +68,8 @@ def test_broken_file_prints_every_error(
             "colour: unknown key (got 1)",
             "mqtt.hst: unknown key (did you mean 'host'?) (got \"x\")",
             "mqtt.port: Input should be less than or equal to 65535 (got 70000)",
-            f'mqtt.password_file: file not found (got "{tmp_path / "missing.txt"}")',
+            "mqtt.password_file: file not found; if it exists only on the board, check with"
+            f' --no-file-check (got "{tmp_path / "missing.txt"}")',
             "plugins[energy].rate_hz: Input should be a valid number, unable to parse string as a"
             ' number (got "fast")',
         ]
@@ -90,8 +91,55 @@ def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_board_file_needs_its_files_unless_told(capsys: pytest.CaptureFixture[str]) -> None:
     board = REPO / "firmware-configs" / "raspberry-pi-5.toml"
     assert main(["config", "check", str(board)]) == 2
-    assert "mqtt.tls.ca_file: file not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "mqtt.tls.ca_file: file not found" in err
+    assert "--no-file-check" in err  # the way out is named where the error is
     assert main(["config", "check", "--no-file-check", str(board)]) == 0
+
+
+def _plugins_file(write_toml: Write, body: str, models_dir: Path = REPO / "models") -> Path:
+    return write_toml(f'models_dir = "{models_dir}"\n[mqtt]\nenabled = false\n' + body)
+
+
+def test_a_misspelt_plugin_fails_the_check_with_did_you_mean(
+    write_toml: Write, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _plugins_file(write_toml, '[[plugins]]\nname = "smart_hom"\n')
+    assert main(["config", "check", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "plugins[smart_hom].name: no plugin of that name is installed (did you mean 'smart_home'?)"
+        ' (got "smart_hom")'
+    ]
+    # Not installed here and nothing close: the installed ones are listed instead.
+    path = _plugins_file(write_toml, '[[plugins]]\nname = "zzz"\n')
+    assert main(["config", "check", "--no-file-check", str(path)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "known: " in line and "smart_home" in line and ERROR_LINE.match(line)
+
+
+def test_a_misspelt_model_fails_the_check_with_did_you_mean(
+    write_toml: Write, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = '[[plugins]]\nname = "energy"\nmodel = "energy_anomally"\n'
+    assert main(["config", "check", str(_plugins_file(write_toml, body))]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"plugins[energy].model: no model of that name in {REPO / 'models'} (did you mean"
+        " 'energy_anomaly'?) (got \"energy_anomally\")"
+    )
+
+
+def test_a_missing_models_dir_fails_the_check_naming_no_file_check(
+    write_toml: Write, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _plugins_file(write_toml, '[[plugins]]\nname = "energy"\n', tmp_path / "nowhere")
+    assert main(["config", "check", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "models_dir: directory not found; if it exists only on the board, check with"
+        f' --no-file-check (got "{tmp_path / "nowhere"}")'
+    ]
+    # A board's file names its board's folders: checked away from the board, they are skipped.
+    assert main(["config", "check", "--no-file-check", str(path)]) == 0
 
 
 def test_file_argument_is_required(capsys: pytest.CaptureFixture[str]) -> None:

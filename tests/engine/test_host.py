@@ -113,6 +113,11 @@ def test_set_params_validates_merges_and_names_the_bad_key(
     assert host.set_params("counter", {}) == {"gain": 2.5, "label": "x"}  # unchanged
     with pytest.raises(PluginError):
         host.set_params("ghost", {"gain": 1})
+    # The params in force are the plugin's own model: values and schema for plugin.params.
+    assert host.params("counter").model_dump() == {"gain": 2.5, "label": "x"}
+    assert "gain" in type(host.params("counter")).model_json_schema()["properties"]
+    with pytest.raises(PluginError, match="ghost"):
+        host.params("ghost")
 
 
 def test_param_changes_apply_between_ticks_never_mid_tick(

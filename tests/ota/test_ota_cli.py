@@ -23,7 +23,9 @@ def test_keygen_pack_and_the_bundle_verifies(
     assert stat.S_IMODE((tmp_path / "k" / "private.pem").stat().st_mode) == 0o600
     assert "key id:" in capsys.readouterr().out
     assert main(["ota", "keygen", "--out", str(tmp_path / "k")]) == 2  # never overwrites
-    assert "already there" in capsys.readouterr().err
+    refused = capsys.readouterr().err
+    assert "private.pem already exists" in refused and "pass --force" in refused
+    assert "(got" not in refused
     bundle = tmp_path / "b.tar"
     argv = ["ota", "pack", str(V1_1), "--key", str(tmp_path / "k" / "private.pem")]
     assert main([*argv, "--out", str(bundle), "--serial", "42"]) == 0

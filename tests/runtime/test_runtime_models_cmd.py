@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,14 @@ def test_verify_committed_models(capsys: pytest.CaptureFixture[str]) -> None:
     for folder in committed_models():
         assert folder.name in out
     assert "FAIL" not in out
+    # Each output's error is shown against its tolerance, with where that is set and why.
+    assert "tolerance per output, from each model's manifest.json golden vectors" in out
+    robot = [line for line in out.splitlines() if "robot_policy model.onnx output 0:" in line]
+    if robot:
+        assert re.search(
+            r"max error [\d.]+ <= tolerance [\d.]+ \(golden\[\d\]\.tolerance\)", robot[0]
+        )
+        assert "% of that" in robot[0]
 
 
 def test_verify_flipped_byte_exits_1_naming_the_file(
@@ -54,9 +63,25 @@ def test_verify_golden_mismatch_exits_1(
         out[0] = (np.asarray(out[0]) + 10.0 * m["golden"][0]["tolerance"] + 1.0).tolist()
 
     edit_manifest(model_copy, shift)
-    code, _, err = run(capsys, "verify", str(model_copy))
+    code, out, err = run(capsys, "verify", str(model_copy))
     assert code == 1
     assert "golden vector 0 output 0: max error" in err
+    assert re.search(r"model.onnx output 0: max error [\d.]+ > tolerance .*golden\[0\]", out)
+
+
+def test_verify_names_a_per_output_tolerance_as_its_source(
+    model_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def per_output(m: dict[str, Any]) -> None:
+        for vector in m["golden"]:
+            vector["tolerances"] = [vector["tolerance"] * 2]
+
+    edit_manifest(model_copy, per_output)
+    code, out, _ = run(capsys, "verify", str(model_copy))
+    assert code == 0
+    assert re.search(
+        r"output 0: max error \S+ <= tolerance \S+ \(golden\[\d\]\.tolerances\[0\]\)", out
+    )
 
 
 def test_verify_empty_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -90,9 +90,8 @@ def test_a_good_file_passes_and_prints_its_schedules_back(
             "schedule[s].args.params: Field required (got nothing)",
         ),
         (
-            'every_s = 60\ncommand = "plugin.set"\nargs = { name = "x", params = {}, colour = 1 }',
-            "schedule[s].args.params: Dictionary should have at least 1 item after validation,"
-            " not 0 (got {})",
+            'every_s = 60\ncommand = "plugin.set"\nargs = { name = "x", params = 5, colour = 1 }',
+            "schedule[s].args.params: Input should be a valid dictionary (got 5)",
         ),
         (
             'every_s = 60\ncommand = "ping"\nargs = { colour = 1 }',

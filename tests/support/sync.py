@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.config.sections import AgentConfig
 from agent.errors import ConfigError, PluginError
@@ -29,7 +29,7 @@ class GenParams(BaseModel):
     """Params of the fake plugins."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    gain: float = 1.0
+    gain: float = Field(1.0, ge=0.0, le=10.0, description="Output gain")
     enabled_alarm: bool = False
 
 
@@ -95,6 +95,11 @@ class FakeEngine:
             p = self._get(name)
             p["state"] = "running"
             p["restarts"] += 1
+
+    def params(self, name: str) -> Any:
+        with self._lock:
+            self._get(name)
+            return self._params[name]
 
     def set_params(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         with self._lock:

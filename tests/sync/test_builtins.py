@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from agent.errors import CommandError, EdgeAgentError, PluginError, UpdateRejected
-from agent.sync.builtins import BUILTIN_COMMANDS, builtin_command_args
+from agent.sync.builtins import BUILTIN_COMMANDS, builtin_command_args, describe_params
 from agent.sync.commands import CommandRegistry
 
 
@@ -20,9 +20,10 @@ def test_every_builtin_command_names_its_args_model() -> None:
     assert tuple(args) == BUILTIN_COMMANDS
     assert all(issubclass(model, BaseModel) for model in args.values())
     # The models validate what a schedule would pass, and refuse what a remote command would.
-    args["plugin.set"].model_validate({"name": "smart_home", "params": {"setpoint": 18.0}})
+    args["plugin.set"].model_validate({"name": "smart_home", "params": {"comfort_low": 18.0}})
+    args["plugin.set"].model_validate({"name": "smart_home", "params": {}})  # a no-op, not an error
     with pytest.raises(ValidationError, match="params"):
-        args["plugin.set"].model_validate({"name": "smart_home", "params": {}})
+        args["plugin.set"].model_validate({"name": "smart_home", "params": [1]})
     with pytest.raises(ValidationError, match="extra"):
         args["ping"].model_validate({"surprise": 1})
 
@@ -74,3 +75,39 @@ def test_domain_errors_map_to_reply_codes_in_the_command_layer(
     exc: Exception, code: str, message: str
 ) -> None:
     assert dispatch(exc) == {"code": code, "message": message}
+
+
+def test_describe_params_gives_value_type_bounds_and_description_of_each() -> None:
+    from plugins.smart_home.config import Params
+
+    described = describe_params(Params(comfort_low=20.5))
+    assert described["comfort_low"] == {
+        "value": 20.5,
+        "type": "number",
+        "minimum": 10.0,
+        "maximum": 28.0,
+        "default": 20.0,
+        "description": "Comfort band floor (degC)",
+        "title": "Comfort Low",
+    }
+    assert described["control"]["enum"] == ["model", "schedule"]
+    assert described["control"]["value"] == "model"
+    # A nested model is inlined, so the entry reads without chasing "$defs".
+    room = described["schedule"]["additionalProperties"]
+    assert "$ref" not in json.dumps(described)
+    assert room["properties"]["weekday"]["description"] == "Monday to Friday periods"
+    assert described["schedule"]["value"]["office"]["weekday"] == [[8.5, 17.5]]
+    json.dumps(described)  # what the reply carries must be JSON
+
+
+def test_a_recursive_params_model_keeps_its_inner_reference() -> None:
+    from agent.plugin.base import PluginParams
+
+    class Node(PluginParams):
+        child: Node | None = None
+
+    class Tree(PluginParams):
+        root: Node = Node()
+
+    described = describe_params(Tree())
+    assert "$ref" in json.dumps(described["root"])  # expanded once, then left as a reference

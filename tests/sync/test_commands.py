@@ -140,13 +140,20 @@ def test_status_lists_connection_outbox_and_jobs(agent: Agent) -> None:
 
 def test_plugins_list_start_stop_restart(agent: Agent) -> None:
     assert [p["name"] for p in ok(agent.cmd("plugins.list"))] == ["gen"]
+    gain = ok(agent.cmd("plugins.list"))[0]["params"]["gain"]
+    assert {k: gain[k] for k in ("type", "minimum", "maximum", "description")} == {
+        "type": "number",
+        "minimum": 0.0,
+        "maximum": 10.0,
+        "description": "Output gain",
+    }
     assert ok(agent.cmd("plugin.stop", {"name": "gen"}))["state"] == "stopped"
     assert ok(agent.cmd("plugin.start", {"name": "gen"}))["state"] == "running"
     before = agent.engine.plugins()[0]["restarts"]
     assert ok(agent.cmd("plugin.restart", {"name": "gen"}))["restarts"] == before + 1
 
 
-@pytest.mark.parametrize("name", ["plugin.start", "plugin.stop", "plugin.restart"])
+@pytest.mark.parametrize("name", ["plugin.start", "plugin.stop", "plugin.restart", "plugin.params"])
 def test_plugin_commands_name_their_errors(agent: Agent, name: str) -> None:
     assert "nope" in error(agent.cmd(name, {"name": "nope"}), "not_found")
     assert "args.name" in error(agent.cmd(name, {}), "invalid_args")
@@ -162,12 +169,29 @@ def test_plugin_set_validates_with_the_plugins_params_model(agent: Agent) -> Non
     assert reply["error"]["details"][0]["key"] == "plugins[gen].params.gain"
     reply = agent.cmd("plugin.set", {"name": "gen", "params": {"volume": 1}})
     assert "plugins[gen].params.volume" in error(reply, "invalid_config")
+    # An empty update is the identity: it succeeds, changes nothing and says what is in force.
+    assert ok(agent.cmd("plugin.set", {"name": "gen", "params": {}})) == result
     assert "args.params" in error(
-        agent.cmd("plugin.set", {"name": "gen", "params": {}}), "invalid_args"
+        agent.cmd("plugin.set", {"name": "gen", "params": []}), "invalid_args"
     )
     assert "nope" in error(
         agent.cmd("plugin.set", {"name": "nope", "params": {"gain": 1.0}}), "not_found"
     )
+
+
+def test_plugin_params_lists_values_and_schema(agent: Agent) -> None:
+    before = ok(agent.cmd("plugin.params", {"name": "gen"}))["params"]["gain"]["value"]
+    ok(agent.cmd("plugin.set", {"name": "gen", "params": {"gain": before + 1.0}}))
+    described = ok(agent.cmd("plugin.params", {"name": "gen"}))
+    assert described["name"] == "gen"
+    assert described["params"]["gain"]["value"] == before + 1.0
+    assert described["params"]["enabled_alarm"] == {
+        "value": False,
+        "type": "boolean",
+        "default": False,
+        "title": "Enabled Alarm",
+    }
+    assert "nope" in error(agent.cmd("plugin.params", {"name": "nope"}), "not_found")
 
 
 def test_stats_all_one_and_unknown(agent: Agent) -> None:
