@@ -84,6 +84,16 @@ MATRIX = [
 @pytest.fixture(params=MATRIX)
 def matrix_broker(request: pytest.FixtureRequest, shared_broker: Broker) -> MatrixBroker:
     """Each broker of the matrix in turn (foreign ones started on first use)."""
+    return _broker(request, shared_broker)
+
+
+@pytest.fixture(params=[p for p in MATRIX if not str(p.values[0]).startswith("mosquitto")])
+def v5_refusing_broker(request: pytest.FixtureRequest, shared_broker: Broker) -> MatrixBroker:
+    """Each broker of the matrix that refuses MQTT 5 (Mosquitto speaks both)."""
+    return _broker(request, shared_broker)
+
+
+def _broker(request: pytest.FixtureRequest, shared_broker: Broker) -> MatrixBroker:
     kind: str = request.param
     if kind.startswith("mosquitto"):
         return MatrixBroker(kind, shared_broker.host, shared_broker.port, kind.split("-")[1])

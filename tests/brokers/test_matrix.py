@@ -146,10 +146,12 @@ def test_ota_publish_updates_a_device(
 
 
 def test_ota_publish_with_a_protocol_the_broker_refuses_names_it(
-    matrix_broker: MatrixBroker, tmp_path: Path, keys: Path, capsys: pytest.CaptureFixture[str]
+    v5_refusing_broker: MatrixBroker,
+    tmp_path: Path,
+    keys: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    if matrix_broker.kind.startswith("mosquitto"):
-        pytest.skip("Mosquitto speaks both versions")
+    matrix_broker = v5_refusing_broker
     pack(V1_1, keys, tmp_path / "b.tar")
     argv = ["ota", "publish", str(tmp_path / "b.tar"), "--broker", matrix_broker.address]
     code = main([*argv, "--device", "nobody", "--protocol", "5", "--timeout", "5"])
