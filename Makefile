@@ -70,6 +70,9 @@ fleet: $(STAMP) mosquitto
 # The broker matrix on NATS and RabbitMQ (private nodes on loopback ports; both installed from
 # Debian) and the three-node NATS cluster failover test; -s prints the failover figures.
 brokers: $(STAMP) mosquitto
+	@command -v nats-server >/dev/null 2>&1 && command -v rabbitmq-server >/dev/null 2>&1 || { \
+	  echo "installing nats-server and rabbitmq-server (apt)"; \
+	  (apt-get update -qq && apt-get install -y -qq nats-server rabbitmq-server) >/dev/null; }
 	$(PY) -m pytest -q -s -m brokers tests/brokers
 
 # The code and its tests: ruff over the tree, mypy over agent/ and tests/ (pyproject.toml).

@@ -11,7 +11,8 @@ and randomly scaled so the net cannot learn a household by its levels), validati
 9_000..9_035 (alarm threshold tuning), all < 10_000; evaluation (sim/energy/eval.py) uses seeds
 from 10_000 on, never seen here. TensorFlow on CPU is seeded but not bit-exact across runs
 (thread-order rounding), so a rerun gives a close, not identical, model.
-Run from the repo root: `/work/train-venv/bin/python -m models.train.energy`.
+Run from the repo root: `make train` (every script), or
+`.venv-train/bin/python -m models.train.energy`.
 """
 
 from __future__ import annotations

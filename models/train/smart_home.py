@@ -1,6 +1,7 @@
 """Train `smart_home_comfort`: per-room occupancy now and within 30 / 60 minutes, int8.
 
-Run from the repository root:  /work/train-venv/bin/python -m models.train.smart_home
+Run from the repository root: `make train` (every script), or
+`.venv-train/bin/python -m models.train.smart_home`.
 
 Data: simulated households (sim/smart_home) stepped 128 at a time under a randomized data
 collection controller (setpoints, lights and ventilation changing every hour or two, sometimes

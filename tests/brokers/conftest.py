@@ -52,7 +52,7 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsNode]:
     """One private nats-server with JetStream and MQTT, for the session."""
     binary = nats_path()
     if binary is None:
-        pytest.skip("nats-server is not installed (apt-get install nats-server)")
+        pytest.fail("nats-server is not installed (`make brokers` installs it)")
     node = NatsNode(binary, tmp_path_factory.mktemp("nats"))
     node.start()
     yield node
@@ -64,7 +64,7 @@ def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rabbit
     """One private RabbitMQ node with the MQTT plugin, for the session."""
     script = rabbitmq_path()
     if script is None:
-        pytest.skip("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
+        pytest.fail("rabbitmq-server is not installed (`make brokers` installs it)")
     node = RabbitMqNode(script, tmp_path_factory.mktemp("rabbitmq"))
     try:
         node.start()

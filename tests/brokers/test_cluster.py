@@ -35,7 +35,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NatsNode]
     """Three routed NATS nodes with JetStream and MQTT listeners."""
     binary = nats_path()
     if binary is None:
-        pytest.skip("nats-server is not installed")
+        pytest.fail("nats-server is not installed: `make brokers` installs it")
     nodes = nats_cluster(binary, tmp_path_factory.mktemp("cluster"))
     try:
         for node in nodes:

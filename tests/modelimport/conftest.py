@@ -16,8 +16,6 @@ from tests.support.modelimport import External, digits
 @pytest.fixture(scope="session")
 def sklearn_digits(tmp_path_factory: pytest.TempPathFactory) -> External:
     """StandardScaler + MLPClassifier on digits, converted with skl2onnx (label + probabilities)."""
-    pytest.importorskip("sklearn", reason="scikit-learn missing: pip install -e '.[test]'")
-    pytest.importorskip("skl2onnx", reason="skl2onnx missing: pip install -e '.[test]'")
     from skl2onnx import to_onnx
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
@@ -82,7 +80,6 @@ def _export(torch: Any, net: Any, example: Any, path: Path) -> None:
 @pytest.fixture(scope="session")
 def sklearn_diabetes(tmp_path_factory: pytest.TempPathFactory) -> External:
     """A scikit-learn MLPRegressor on the diabetes data set: a regressor, scored by MAE."""
-    pytest.importorskip("skl2onnx", reason="skl2onnx missing: pip install -e '.[test]'")
     from skl2onnx import to_onnx
     from sklearn.datasets import load_diabetes
     from sklearn.neural_network import MLPRegressor
