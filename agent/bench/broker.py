@@ -36,6 +36,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, *, grace_s: float = 5.0) -> None:
+    """SIGTERM `proc`, then SIGKILL it if it has not exited within `grace_s`."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(grace_s)
+
+
 @dataclass
 class Broker:
     """A Mosquitto process with its own config, data and log in `workdir`."""
@@ -103,13 +114,7 @@ class Broker:
 
     def stop(self) -> None:
         """Stop it cleanly (SIGTERM): sessions and retained messages are saved."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self._close()
 
     def kill(self) -> None:

@@ -18,22 +18,20 @@ from tests.support.paths import child_env
 EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
 
 
-def test_bench_prints_one_json_object_with_every_figure(tmp_path: Path) -> None:
+def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`edge-agent bench` on one 200 Hz test plugin (no MQTT), with `args`."""
     site = kit.write_entry_points(tmp_path / "site")
     config = tmp_path / "agent.toml"
     config.write_text(
         f'state_dir = "{tmp_path / "state"}"\nmodels_dir = "{kit.MODELS}"\n'
         '[mqtt]\nenabled = false\n[[plugins]]\nname = "wave"\nrate_hz = 200\n'
     )
-    env = child_env(site)
-    args = ["--config", str(config), "--duration", "2", "--floor-duration", "0.5", "--json"]
-    out = subprocess.run(
-        [EDGE_AGENT, "bench", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    cmd = [EDGE_AGENT, "bench", "--config", str(config), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=child_env(site))
+
+
+def test_bench_prints_one_json_object_with_every_figure(tmp_path: Path) -> None:
+    out = _bench(tmp_path, "--duration", "2", "--floor-duration", "0.5", "--json")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)  # exactly one JSON document on stdout
     for key in ("rss_mb", "floor_rss_mb", "ready_ms"):
@@ -66,17 +64,7 @@ def test_bench_prints_one_json_object_with_every_figure(tmp_path: Path) -> None:
 
 
 def test_bench_table_has_units_both_ratios_and_the_accelerator(tmp_path: Path) -> None:
-    site = kit.write_entry_points(tmp_path / "site")
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'state_dir = "{tmp_path / "state"}"\nmodels_dir = "{kit.MODELS}"\n'
-        '[mqtt]\nenabled = false\n[[plugins]]\nname = "wave"\nrate_hz = 200\n'
-    )
-    env = child_env(site)
-    args = ["--config", str(config), "--duration", "1", "--floor-duration", "0.3", "-q"]
-    out = subprocess.run(
-        [EDGE_AGENT, "bench", *args], capture_output=True, text=True, timeout=120, env=env
-    )
+    out = _bench(tmp_path, "--duration", "1", "--floor-duration", "0.3", "-q")
     assert out.returncode == 0, out.stderr
     assert "bench: " not in out.stderr  # -q: no progress
     lines = out.stdout.splitlines()
