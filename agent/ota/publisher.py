@@ -143,6 +143,8 @@ class Publisher:
         self._changed = threading.Event()
         self._sends: queue.Queue[tuple[str, int] | None] = queue.Queue()
         self._client: Any = None
+        self._invited = False
+        """Set once the manifest is out: an answer before that belongs to an earlier run."""
         self.bytes_sent = 0
         """Payload bytes of every manifest and chunk published."""
         self.broadcast_at: float | None = None
@@ -265,6 +267,7 @@ class Publisher:
         self._client.publish(topic, self.bundle.envelope, qos=1)
         with self._lock:
             self.bytes_sent += len(self.bundle.envelope)
+            self._invited = True
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         try:
@@ -279,6 +282,8 @@ class Publisher:
             return
         if len(parts) < 5 or msg.retain or payload.get("serial") != self.serial:
             return  # an old retained answer, another update's, or not ours at all
+        if not self._invited:
+            return  # live, but sent before this run asked anything: an earlier run's last word
         device, kind = parts[-4], parts[-1]
         if kind == "request":
             self._on_request(device, payload)

@@ -174,10 +174,15 @@ def test_republishing_after_a_failed_transfer_resumes_from_what_is_missing(
         _until(lambda: device.ota.existing(NAME) is not None, "the manifest was not taken")
         for n in range(half):
             first.publish(f"{base}/chunk/{n}", frame_chunk(body.serial, b.chunk(n)))
-    _until(
-        lambda: device.ota.status(NAME).get("reason", "").startswith("transfer stalled"),
-        "the device did not give up",
-    )
+    watcher = probe_factory(broker)  # the give-up must be on the broker, not only in memory
+    watcher.subscribe(f"{base}/status")
+    assert watcher.wait_for(
+        lambda: any(
+            p.get("reason", "").startswith("transfer stalled")
+            for p in watcher.payloads(f"{base}/status")
+        ),
+        WAIT,
+    ), "the device did not give up"
     # The retained status now says rejected (retryable) for this very serial: a re-run must not
     # take it as the answer, and must send only the second half.
     progress = _publish(broker, unique_id, tmp_path / "b.tar")
