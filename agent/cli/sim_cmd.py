@@ -30,7 +30,7 @@ def register(sub: Any) -> None:
         "eval",
         help="run the real plugin and models against a simulator",
         description="Every variant runs the same seeded episodes; int8 against float and the "
-        "model against the baseline are compared per episode, with a 95 %% bootstrap interval "
+        "model against the baseline are compared per episode, with a 95 % bootstrap interval "
         "(10,000 resamples, seeded) of the difference, signed so that positive means better.",
     )
     ev.add_argument("domain", choices=DOMAINS)
