@@ -40,6 +40,11 @@ from sim.broker import Broker, free_port, mosquitto_path
 ROOT = Path(__file__).resolve().parents[1]
 TICK_S = 1.0
 """The sync thread's idle wake-up in a light device (see the module docstring)."""
+WORK_THREADS = 4
+"""Shared threads per worker process for every device's sync turns, commands and OTA messages
+(they mostly wait on SQLite and the socket, not the CPU)."""
+SETTLE_S = 12.0
+"""Seconds from start before the rest window opens (metrics go out every 10 s by default)."""
 PER_PROC = 125
 """Devices per worker process when `procs` is not given. With 250 (about 1,250 threads) a worker
 thrashed on the GIL: its network thread, which gives the GIL up at every syscall, waited
@@ -63,17 +68,34 @@ def device_config(
     }
 
 
+def share_threads() -> None:
+    """Set this process's seams: one network thread for every link, `WORK_THREADS` shared
+    threads for every device's sync turns, commands and OTA messages, and as many for OTA
+    pipelines as sandbox children may run at once. Per device: no thread at all."""
+    from agent.ota.mqtt import OtaMqttAdapter
+    from agent.ota.receiver import OtaReceiver
+    from agent.ota.sandbox import MAX_CHILDREN
+    from agent.sync.commands import CommandWorker
+    from agent.sync.service import SyncService
+    from agent.transport.link import MqttLink
+    from sim.netloop import NetLoop
+    from sim.workpool import SharedThreads
+
+    MqttLink.driver = NetLoop()
+    SyncService.tick_s = TICK_S
+    work = SharedThreads(WORK_THREADS, "shared-work")
+    SyncService.shared = CommandWorker.shared = OtaMqttAdapter.shared = work
+    # Their own threads: a pipeline blocks for the whole model check, and the work threads must
+    # stay free for pings and chunks meanwhile.
+    OtaReceiver.shared = SharedThreads(MAX_CHILDREN, "ota-pipeline")
+
+
 def _worker(spec: dict[str, Any]) -> None:
     """Build and start `spec["devices"]` light agents, report, run until stdin closes."""
     from agent.config.sections import AgentConfig
     from agent.service.compose import build_agent
-    from agent.sync.service import SyncService
-    from agent.transport.link import MqttLink
-    from sim.netloop import NetLoop
 
-    net = NetLoop()
-    MqttLink.driver = net
-    SyncService.tick_s = TICK_S
+    share_threads()
     built: list[tuple[str, Any]] = []
     base = 0.0
     failed: list[str] = []
@@ -264,7 +286,9 @@ def measure_rollout(
     timeout: float = 600.0,
 ) -> dict[str, Any]:
     """Publish `bundle` to a group (or all) with `edge-agent ota publish`, wait for `expect`
-    results; time to the last, how many went active, and the publisher's and broker's CPU.
+    results; time to the last, how many went active, the bytes the operator sent (manifest and
+    chunks, as the publisher counts them; `bytes_ratio` is that over the model's bytes), and
+    the publisher's and broker's CPU.
 
     Runs whatever chunk protocol the checkout's publisher and receiver speak."""
     cmd = [sys.executable, "-m", "agent.cli.main", "ota", "publish", str(bundle)]
@@ -289,6 +313,14 @@ def measure_rollout(
         "target": group or "all",
         "expected": expect,
         "succeeded": active,
+        "bytes_sent": outcome.get("bytes_sent"),
+        "bytes_ratio": (
+            round(outcome["bytes_sent"] / outcome["bundle_bytes"], 3)
+            if outcome.get("bundle_bytes")
+            else None
+        ),
+        "model_bytes": outcome.get("bundle_bytes"),
+        "publisher_seconds": outcome.get("seconds"),
         "exit_code": res.returncode,
         "error": res.stderr.strip().splitlines()[-1] if res.returncode and res.stderr else None,
         "publisher_cpu_s": round(
@@ -351,6 +383,9 @@ def run_light_fleet(
                     devices, timeout=online_timeout or 30 + devices * 0.05
                 )
                 connect_s = time.perf_counter() - started
+                # At rest means every device past its first metrics interval: before that
+                # the rate counts only the devices whose first report happens to fall inside.
+                time.sleep(max(0.0, started + SETTLE_S - time.perf_counter()))
                 rest = _rest(observer, handle, workers.pids, rest_s)
                 self_before = resource.getrusage(resource.RUSAGE_SELF)
                 rtts = observer.ping_all(online, rounds=ping_rounds, timeout=10.0 + online * 0.01)

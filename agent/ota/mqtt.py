@@ -37,11 +37,13 @@ import queue
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from agent.errors import OtaError
 from agent.ota.service import OtaService
+from agent.sync.lanes import Lane, SharedWork
 from agent.transport import InboundMessage, Topics, Transport
 
 log = logging.getLogger(__name__)
@@ -101,7 +103,13 @@ class OtaMqttAdapter:
     Incoming messages are queued to one worker thread (the network thread only enqueues), which
     keeps a manifest and its chunks in order and keeps disk writes off the network thread. Any
     `Transport` will do (the agent's sync service, or a bare MQTT link in a fleet simulator).
+    With `shared` set (many devices in one process) the worker is a `Lane` of the shared threads
+    and the stall watch one of their timers: no thread of its own.
     """
+
+    shared: ClassVar[SharedWork | None] = None
+    """Runs every adapter's messages and stall watch in this process; None: two threads per
+    adapter (the agent)."""
 
     def __init__(
         self,
@@ -129,6 +137,8 @@ class OtaMqttAdapter:
         self._last_refusal: dict[str, float] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._lane: Lane | None = None
+        self._cancel_watch: Callable[[], None] | None = None
         self.dropped = 0
         """Messages dropped because the inbox was full (their chunks are asked for again)."""
         self.chunks_orphaned = 0
@@ -142,10 +152,16 @@ class OtaMqttAdapter:
         """Subscribe, start the worker and the stall watch, republish every known status."""
         self.service.add_listener(self._on_status)
         self._stop.clear()
-        for name, target in (("ota-mqtt", self._work), ("ota-watch", self._watch)):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
+        shared = self.shared
+        if shared is not None:
+            name = f"ota-mqtt-{self.topics.base}"
+            self._lane = Lane(shared, self._handle_item, capacity=self._inbox.maxsize, name=name)
+            self._cancel_watch = shared.every(self._watch_s, self._watch_once)
+        else:
+            for name, target in (("ota-mqtt", self._work), ("ota-watch", self._watch)):
+                t = threading.Thread(target=target, name=name, daemon=True)
+                t.start()
+                self._threads.append(t)
         for f in (*self.topics.ota_manifest_filters(), *self.topics.ota_chunk_filters()):
             self.sync.subscribe(f, self._enqueue, qos=1)
         self._republish_statuses()
@@ -155,6 +171,11 @@ class OtaMqttAdapter:
         for f in (*self.topics.ota_manifest_filters(), *self.topics.ota_chunk_filters()):
             self.sync.unsubscribe(f, self._enqueue)
         self._stop.set()
+        if self._cancel_watch is not None:
+            self._cancel_watch()
+            self._cancel_watch = None
+        if self._lane is not None:
+            self._lane.stop(timeout, finish=False)
         with contextlib.suppress(queue.Full):
             self._inbox.put_nowait(None)
         for t in self._threads:
@@ -164,23 +185,34 @@ class OtaMqttAdapter:
     # --- inbound -----------------------------------------------------------------------------
 
     def _enqueue(self, msg: InboundMessage) -> None:
-        try:
-            self._inbox.put_nowait(msg)
-        except queue.Full:
+        if not self._put(msg):
             self.dropped += 1  # a dropped chunk is requested again after stall_s
+
+    def _put(self, item: InboundMessage | str) -> bool:
+        """Queue a message, or a model name whose stalled chunks to re-request."""
+        if self._lane is not None:
+            return self._lane.submit(item)
+        try:
+            self._inbox.put_nowait(item)
+        except queue.Full:
+            return False
+        return True
 
     def _work(self) -> None:
         while not self._stop.is_set():
             item = self._inbox.get()
             if item is None:
                 return
-            try:
-                if isinstance(item, str):
-                    self._request(item, stalled=True)
-                else:
-                    self._handle(item)
-            except Exception:  # one bad message must not stop OTA
-                log.exception("ota: handling %r failed", getattr(item, "topic", item))
+            self._handle_item(item)
+
+    def _handle_item(self, item: InboundMessage | str) -> None:
+        try:
+            if isinstance(item, str):
+                self._request(item, stalled=True)
+            else:
+                self._handle(item)
+        except Exception:  # one bad message must not stop OTA
+            log.exception("ota: handling %r failed", getattr(item, "topic", item))
 
     def _handle(self, msg: InboundMessage) -> None:
         parts = msg.topic.split("/")
@@ -265,16 +297,22 @@ class OtaMqttAdapter:
         }
         self.sync.publish(self.topics.ota_request(model), json.dumps(payload), qos=1, durable=False)
 
+    @property
+    def _watch_s(self) -> float:
+        return min(0.5, self.stall_s / 2)
+
     def _watch(self) -> None:
-        while not self._stop.wait(min(0.5, self.stall_s / 2)):
-            for rx in self.service.receivers():
-                if rx.receiving is None:
-                    continue
-                if time.monotonic() - rx.last_progress > self.give_up_s:
-                    rx.abort(f"transfer stalled: no chunk for {self.give_up_s:g} s")
-                    continue
-                with contextlib.suppress(queue.Full):
-                    self._inbox.put_nowait(rx.name)  # the worker re-requests stalled chunks
+        while not self._stop.wait(self._watch_s):
+            self._watch_once()
+
+    def _watch_once(self) -> None:
+        for rx in self.service.receivers():
+            if rx.receiving is None:
+                continue
+            if time.monotonic() - rx.last_progress > self.give_up_s:
+                rx.abort(f"transfer stalled: no chunk for {self.give_up_s:g} s")
+                continue
+            self._put(rx.name)  # the worker re-requests stalled chunks (not if its queue is full)
 
     # --- outbound ------------------------------------------------------------------------------
 

@@ -19,13 +19,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from agent.errors import UpdateRejected
 from agent.ota.envelope import SignedUpdate, UpdateBody, read_unverified, verify_envelope
 from agent.ota.keys import TrustedKeys
 from agent.ota.updater import ModelUpdater
 from agent.ota.versions import TERMINAL
+from agent.sync.lanes import SharedWork, run_task
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,9 @@ class _Transfer:
 class OtaReceiver:
     """The device side of one model's updates; thread-safe, never blocks on the pipeline."""
 
+    shared: ClassVar[SharedWork | None] = None
+    """Runs every receiver's pipeline in this process (sim.lightfleet); None: a thread each."""
+
     def __init__(
         self,
         updater: ModelUpdater,
@@ -126,7 +130,8 @@ class OtaReceiver:
         self.on_status = on_status
         self._lock = threading.RLock()
         self._transfer: _Transfer | None = None
-        self._worker: threading.Thread | None = None
+        self._join: Callable[[float], object] | None = None
+        """Waits for the pipeline's thread (or shared run) to end."""
         self._worker_serial = 0
         self._running = False
         """A pipeline runs (from the last chunk until its outcome is known)."""
@@ -241,9 +246,8 @@ class OtaReceiver:
     def close(self, timeout: float = 5.0) -> None:
         """Stop: a pipeline in its health window rolls back; a transfer is dropped."""
         self._stop.set()
-        worker = self._worker
-        if worker is not None:
-            worker.join(timeout)
+        if self._join is not None:
+            self._join(timeout)
         with self._lock:
             if self._transfer is not None:
                 self._transfer.close()
@@ -302,10 +306,8 @@ class OtaReceiver:
     def _start_pipeline(self, t: _Transfer) -> None:
         self._worker_serial = t.serial
         self._running = True
-        self._worker = threading.Thread(
-            target=self._pipeline, args=(t.signed, t.staged), name=f"ota-{self.name}", daemon=True
-        )
-        self._worker.start()
+        name = f"ota-{self.name}"
+        self._join = run_task(self.shared, self._pipeline, t.signed, t.staged, name=name)
 
     def _pipeline(self, signed: SignedUpdate, staged: Path) -> None:
         body = signed.body

@@ -14,11 +14,12 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from agent.errors import CommandError, ConfigError, EdgeAgentError, ModelError, PluginError
+from agent.sync.lanes import Lane, SharedWork
 
 log = logging.getLogger(__name__)
 
@@ -198,19 +199,31 @@ def _error(exc: Exception) -> dict[str, Any]:
 
 
 class CommandWorker:
-    """One thread running commands in arrival order; a full queue answers `busy` at once."""
+    """One thread running commands in arrival order; a full queue answers `busy` at once.
+
+    With `shared` set (a process hosting many devices, sim.lightfleet) there is no thread: the
+    commands run in the same order on a `Lane` of the shared threads."""
+
+    shared: ClassVar[SharedWork | None] = None
+    """Runs every worker's commands in this process; None: a thread per worker (the agent)."""
 
     def __init__(self, run: Callable[[Any], None], *, name: str) -> None:
         self._run = run
+        self._lane = (
+            Lane(self.shared, run, capacity=MAX_PENDING, name=name) if self.shared else None
+        )
         self._queue: queue.Queue[Any] = queue.Queue(MAX_PENDING)
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def start(self) -> None:
-        """Start the worker thread."""
-        self._thread.start()
+        """Start the worker thread (none on a shared lane)."""
+        if self._lane is None:
+            self._thread.start()
 
     def submit(self, item: Any) -> bool:
         """Queue `item`; False when the queue is full."""
+        if self._lane is not None:
+            return self._lane.submit(item)
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -219,6 +232,9 @@ class CommandWorker:
 
     def stop(self, timeout: float = 1.0) -> None:
         """Finish the queued commands (within `timeout`) and end the thread."""
+        if self._lane is not None:
+            self._lane.stop(timeout)
+            return
         try:
             self._queue.put(None, timeout=timeout)
         except queue.Full:

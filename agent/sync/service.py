@@ -37,6 +37,7 @@ from agent.sync.commands import CommandRegistry, Handler, NoArgs
 from agent.sync.documents import Documents
 from agent.sync.ha import HomeAssistantPublisher
 from agent.sync.infer import ModelCache
+from agent.sync.lanes import Lane, LaneWake, SharedWork
 from agent.sync.lifecycle import OutboxLifecycle
 from agent.sync.payloads import clean, to_json
 from agent.sync.periodic import Periodic
@@ -56,6 +57,9 @@ class SyncService:
 
     tick_s: ClassVar[float] = TICK_S
     """The sync thread's idle wake-up (sim.lightfleet, hosting many devices, raises it)."""
+    shared: ClassVar[SharedWork | None] = None
+    """Runs every sync service's turns in this process (sim.lightfleet: no sync thread per
+    device; a `Lane` of one pending turn, woken by the same events and a `tick_s` timer)."""
 
     def __init__(
         self, config: AgentConfig, control: EngineControl, *, config_path: Path | None = None
@@ -64,7 +68,7 @@ class SyncService:
         self._control = control
         self._config_path = config_path
         self._extra_channels: list[OutputChannel] = []
-        self._wake = threading.Event()
+        self._wake = threading.Event() if self.shared is None else LaneWake()
         self.topics = Topics(config.mqtt.topic_root, config.device.id, config.device.group)
         self.uplink = Uplink(config, self.topics, self._wake)
         self.link = self.uplink.link
@@ -104,6 +108,8 @@ class SyncService:
         self._stopping = False
         self._finish_by = 0.0
         self._thread: threading.Thread | None = None
+        self._lane: Lane | None = None
+        self._cancel_tick: Callable[[], None] | None = None
         self._started = False
 
     def _add_jobs(self) -> None:
@@ -163,8 +169,12 @@ class SyncService:
         self._stopping = False
         self.periodic.restart()
         name = f"sync-{self._config.device.id}"
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        if self.shared is not None and isinstance(self._wake, LaneWake):
+            self._lane = self._wake.lane = Lane(self.shared, self._turn, capacity=1, name=name)
+            self._cancel_tick = self.shared.every(self.tick_s, self._wake.set)
+        else:
+            self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+            self._thread.start()
         self.command_host.start()
         self._started = True
         ob = self.outbox.outbox
@@ -180,9 +190,14 @@ class SyncService:
         self._finish_by = time.monotonic() + 0.6 * timeout
         self.command_host.stop(timeout=min(0.5, timeout / 4))
         self._stopping = True
+        if self._cancel_tick is not None:
+            self._cancel_tick()
         self._wake.set()
+        finishing = max(0.1, deadline - time.monotonic() - 0.2)
+        if self._lane is not None and not self._lane.stop(finishing):
+            log.warning("sync turn still busy at stop; closing anyway")
         if self._thread is not None:
-            self._thread.join(max(0.1, deadline - time.monotonic() - 0.2))
+            self._thread.join(finishing)
             if self._thread.is_alive():
                 log.warning("sync thread still busy at stop; closing anyway")
         self.uplink.announce_offline(max(0.05, min(0.5, deadline - time.monotonic())))
@@ -316,19 +331,25 @@ class SyncService:
     def _run(self) -> None:
         while True:
             self._wake.wait(self.tick_s)
-            self._wake.clear()
-            stopping = self._stopping
-            try:
-                busy = self._step()
-            except Exception:
-                log.exception("sync step failed")
-                busy = False
-                time.sleep(0.1)
-            if stopping:
-                self.outbox.finish(self._channels(), self._finish_by)
+            if self._turn():
                 return
-            if busy:
-                self._wake.set()
+
+    def _turn(self, _: object = None) -> bool:
+        """One wake-up: tasks, due jobs, the outbox; True once finished (stopping)."""
+        self._wake.clear()
+        stopping = self._stopping
+        try:
+            busy = self._step()
+        except Exception:
+            log.exception("sync step failed")
+            busy = False
+            time.sleep(0.1)
+        if stopping:
+            self.outbox.finish(self._channels(), self._finish_by)
+            return True
+        if busy:
+            self._wake.set()
+        return False
 
     def _step(self) -> bool:
         while self._tasks:
