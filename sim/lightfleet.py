@@ -4,11 +4,13 @@
 
 A light device is what `edge-agent run` builds (`build_agent`: sync service, command registry and
 built-in commands, documents, durable SQLite outbox in its own state folder, OTA service and its
-MQTT adapter) with no plugins configured. Two things differ, both process-wide: every link's
-socket is driven by one `NetLoop` thread instead of a paho thread per device, and the sync thread
-wakes every `TICK_S` instead of every 5 ms when idle (it is still woken at once by PUBACKs and
-durable messages; with no plugin there are no events to drain). Each device keeps its sync
-thread, command worker and the OTA adapter's two threads: about 4 idle threads per device.
+MQTT adapter) with no plugins configured. What differs is process-wide (sim/workpool.py): every
+link's socket is driven by one `NetLoop` thread instead of a paho thread per device; every
+device's sync turns, commands and OTA messages run in order on lanes of `WORK_THREADS` shared
+threads instead of four threads per device, and OTA pipelines on as many threads as sandbox
+children may run; the sync turn's idle wake-up is `TICK_S` instead of 5 ms (PUBACKs and durable
+messages still wake it at once; with no plugin there are no events to drain). A worker process
+has about 8 threads whatever its number of devices.
 
 The parent (`run_light_fleet`) starts the broker (unless given one), the worker processes and an
 operator-side observer, then measures: time until all are online, message rate at rest, ping
@@ -40,9 +42,6 @@ from sim.broker import Broker, free_port, mosquitto_path
 ROOT = Path(__file__).resolve().parents[1]
 TICK_S = 1.0
 """The sync thread's idle wake-up in a light device (see the module docstring)."""
-WORK_THREADS = 4
-"""Shared threads per worker process for every device's sync turns, commands and OTA messages
-(they mostly wait on SQLite and the socket, not the CPU)."""
 SETTLE_S = 12.0
 """Seconds from start before the rest window opens (metrics go out every 10 s by default)."""
 PER_PROC = 125
@@ -68,34 +67,19 @@ def device_config(
     }
 
 
-def share_threads() -> None:
-    """Set this process's seams: one network thread for every link, `WORK_THREADS` shared
-    threads for every device's sync turns, commands and OTA messages, and as many for OTA
-    pipelines as sandbox children may run at once. Per device: no thread at all."""
-    from agent.ota.mqtt import OtaMqttAdapter
-    from agent.ota.receiver import OtaReceiver
-    from agent.ota.sandbox import MAX_CHILDREN
-    from agent.sync.commands import CommandWorker
-    from agent.sync.service import SyncService
-    from agent.transport.link import MqttLink
-    from sim.netloop import NetLoop
-    from sim.workpool import SharedThreads
-
-    MqttLink.driver = NetLoop()
-    SyncService.tick_s = TICK_S
-    work = SharedThreads(WORK_THREADS, "shared-work")
-    SyncService.shared = CommandWorker.shared = OtaMqttAdapter.shared = work
-    # Their own threads: a pipeline blocks for the whole model check, and the work threads must
-    # stay free for pings and chunks meanwhile.
-    OtaReceiver.shared = SharedThreads(MAX_CHILDREN, "ota-pipeline")
-
-
 def _worker(spec: dict[str, Any]) -> None:
     """Build and start `spec["devices"]` light agents, report, run until stdin closes."""
+    from sim.workpool import shared_threads
+
+    with shared_threads(TICK_S):
+        _host_devices(spec)
+
+
+def _host_devices(spec: dict[str, Any]) -> None:
+    """The worker's body, with the threads shared."""
     from agent.config.sections import AgentConfig
     from agent.service.compose import build_agent
 
-    share_threads()
     built: list[tuple[str, Any]] = []
     base = 0.0
     failed: list[str] = []
@@ -154,6 +138,13 @@ def cpu_s(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_s() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (any process)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def raise_fd_limit() -> int:
@@ -284,11 +275,13 @@ def measure_rollout(
     expect: int,
     group: str | None = None,
     timeout: float = 600.0,
+    workers: tuple[int, ...] | list[int] = (),
 ) -> dict[str, Any]:
     """Publish `bundle` to a group (or all) with `edge-agent ota publish`, wait for `expect`
     results; time to the last, how many went active, the bytes the operator sent (manifest and
     chunks, as the publisher counts them; `bytes_ratio` is that over the model's bytes), and
-    the publisher's and broker's CPU.
+    the publisher's, the broker's, the `workers`' and the whole machine's CPU (the devices'
+    model checks run in children of the workers' fork servers: the machine's share is theirs).
 
     Runs whatever chunk protocol the checkout's publisher and receiver speak."""
     cmd = [sys.executable, "-m", "agent.cli.main", "ota", "publish", str(bundle)]
@@ -299,9 +292,13 @@ def measure_rollout(
         cmd += ["--protocol", protocol]
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     broker_before = cpu_s(broker.pid) if broker.pid else 0.0
+    workers_before = sum(cpu_s(p) for p in workers)
+    machine_before = machine_cpu_s()
     started = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
     seconds = time.perf_counter() - started
+    machine = machine_cpu_s() - machine_before
+    workers_used = sum(cpu_s(p) for p in workers) - workers_before
     after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     lines = res.stdout.strip().splitlines()
     outcome = json.loads(lines[-1]) if lines else {}
@@ -331,6 +328,9 @@ def measure_rollout(
             2,
         ),
         "broker_cpu_s": round(cpu_s(broker.pid) - broker_before, 2) if broker.pid else None,
+        "workers_cpu_s": round(workers_used, 2),
+        "machine_cpu_s": round(machine, 2),
+        "machine_busy_pct": round(machine * 100 / (seconds * (os.cpu_count() or 1)), 1),
     }
 
 
@@ -390,7 +390,9 @@ def run_light_fleet(
                 self_before = resource.getrusage(resource.RUSAGE_SELF)
                 rtts = observer.ping_all(online, rounds=ping_rounds, timeout=10.0 + online * 0.01)
                 self_after = resource.getrusage(resource.RUSAGE_SELF)
-                rollout = measure_rollout(bundle, handle, protocol=protocol, expect=devices)
+                rollout = measure_rollout(
+                    bundle, handle, protocol=protocol, expect=devices, workers=workers.pids
+                )
                 rss = [rss_mb(pid) for pid in workers.pids]
                 broker_rss = rss_mb(handle.pid) if handle.pid else None
             finally:

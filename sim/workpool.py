@@ -10,16 +10,22 @@ their periodic wake-ups timers on one timer thread.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 log = logging.getLogger(__name__)
+
+WORK_THREADS = 4
+"""Shared threads per worker process for every device's sync turns, commands and OTA messages
+(they mostly wait on SQLite and the socket, not the CPU)."""
 
 
 class SharedThreads(ThreadPoolExecutor):
@@ -73,3 +79,44 @@ class SharedThreads(ThreadPoolExecutor):
                 fn()
             except Exception:
                 log.exception("%s: timer %r failed", self._name, fn)
+
+
+@contextlib.contextmanager
+def shared_threads(tick_s: float) -> Iterator[None]:
+    """Set this process's seams: one network thread for every link, sync turns every `tick_s`
+    when idle, `WORK_THREADS` shared
+    threads for every device's sync turns, commands and OTA messages, and as many for OTA
+    pipelines as sandbox children may run at once. Per device: no thread at all. Put back as
+    they were on exit (a test hosting light devices in its own process)."""
+    from agent.ota.mqtt import OtaMqttAdapter
+    from agent.ota.receiver import OtaReceiver
+    from agent.ota.sandbox import MAX_CHILDREN
+    from agent.sync.commands import CommandWorker
+    from agent.sync.service import SyncService
+    from agent.transport.link import MqttLink
+    from sim.netloop import NetLoop
+
+    net = NetLoop()
+    work = SharedThreads(WORK_THREADS, "shared-work")
+    # Their own threads: a pipeline blocks for the whole model check, and the work threads must
+    # stay free for pings and chunks meanwhile.
+    pipelines = SharedThreads(MAX_CHILDREN, "ota-pipeline")
+    seams: list[tuple[type, str, Any]] = [
+        (MqttLink, "driver", net),
+        (SyncService, "tick_s", tick_s),
+        (SyncService, "shared", work),
+        (CommandWorker, "shared", work),
+        (OtaMqttAdapter, "shared", work),
+        (OtaReceiver, "shared", pipelines),
+    ]
+    saved = [(cls, attr, getattr(cls, attr)) for cls, attr, _ in seams]
+    for cls, attr, value in seams:
+        setattr(cls, attr, value)
+    try:
+        yield
+    finally:
+        for cls, attr, value in saved:
+            setattr(cls, attr, value)
+        net.close()
+        work.shutdown(wait=False)
+        pipelines.shutdown(wait=False)
