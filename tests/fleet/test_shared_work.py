@@ -126,6 +126,10 @@ def _light_devices(n: int, broker: Any, state: Path, keys: Path) -> list[Any]:
     return apps
 
 
+def _all_connected(apps: list[Any]) -> Callable[[], bool]:
+    return lambda: all(a.sync.link.connected for a in apps)
+
+
 def test_light_devices_answer_commands_on_a_few_threads_however_many_they_are(
     broker: Any, probe_factory: Any, tmp_path: Path
 ) -> None:
@@ -143,7 +147,7 @@ def test_light_devices_answer_commands_on_a_few_threads_however_many_they_are(
         for n in (4, 16):
             apps = _light_devices(n, broker, tmp_path / f"fleet{n}", keys)
             try:
-                assert _until(lambda apps=apps: all(a.sync.link.connected for a in apps), 30.0)
+                assert _until(_all_connected(apps), 30.0)
                 for i in range(n):
                     reply = probe.command(f"edge/fleet{n}-{i}", "ping")
                     assert reply["ok"] and reply["device"] == f"fleet{n}-{i}", reply
