@@ -336,6 +336,14 @@ def main(argv: list[str] | None = None) -> int:
         "--protocol", choices=("5", "3.1.1"), default="5", help="MQTT version (light mode)"
     )
     parser.add_argument("--procs", type=int, default=None, help="light mode: worker processes")
+    parser.add_argument(
+        "--ota-stall-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="light mode, an experiment: devices wait S s (not 2) for a group broadcast before "
+        "pulling chunks themselves",
+    )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds to keep it running")
     parser.add_argument("--rate", type=float, default=10.0, help="energy plugin rate per agent")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -346,7 +354,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.light < 1 or (args.procs is not None and args.procs < 1):
             parser.error(f"--light and --procs must be at least 1 (got {args.light}, {args.procs})")
         result = run_light_fleet(
-            args.light, procs=args.procs, broker=args.broker, protocol=args.protocol
+            args.light,
+            procs=args.procs,
+            broker=args.broker,
+            protocol=args.protocol,
+            ota_stall_s=args.ota_stall_s,
         )
         ok = result["online"] == args.light and (
             result["rollout"]["succeeded"] == result["rollout"]["expected"]

@@ -75,6 +75,17 @@ def _worker(spec: dict[str, Any]) -> None:
         _host_devices(spec)
 
 
+def _set_ota_stall(app: Any, seconds: float) -> None:
+    """An experiment (`--ota-stall-s`), not the agent as shipped: how long a device waits for a
+    group broadcast before pulling every chunk itself (OtaMqttAdapter.stall_s, 2 s). 1,000
+    devices on two cores take longer than that to all say `receiving` (each spends ~10 ms of
+    CPU on the manifest), and the publisher broadcasts only then (docs/fleet.md)."""
+    for service in app.services:
+        adapter = getattr(service, "_adapter", None)
+        if adapter is not None and hasattr(adapter, "stall_s"):
+            adapter.stall_s = seconds
+
+
 def _host_devices(spec: dict[str, Any]) -> None:
     """The worker's body, with the threads shared."""
     from agent.config.sections import AgentConfig
@@ -112,6 +123,8 @@ def _host_devices(spec: dict[str, Any]) -> None:
         # No loops to supervise, and its 50 ms wake-up, times hundreds of devices in one
         # process, was the largest idle cost of a light device (PluginHost starts it anyway).
         app.host._supervisor.stop()
+        if spec.get("ota_stall_s"):
+            _set_ota_stall(app, spec["ota_stall_s"])
         apps.append(app)
     report = {
         "pid": os.getpid(),
@@ -352,6 +365,7 @@ def run_light_fleet(
     ping_rounds: int = 5,
     rest_s: float = 10.0,
     online_timeout: float | None = None,
+    ota_stall_s: float | None = None,
 ) -> dict[str, Any]:
     """Start `devices` light devices, measure them, stop them; the figures `--json` prints."""
     from sim.fleet import FleetObserver, prepare_rollout
@@ -372,6 +386,8 @@ def run_light_fleet(
                 state=work / "state",
                 public_key=public_key,
             )
+            for spec in specs:
+                spec["ota_stall_s"] = ota_stall_s
             observer = FleetObserver(
                 handle.host, handle.port, protocol=protocol, topics=("edge/+/+",)
             )
@@ -406,6 +422,7 @@ def run_light_fleet(
         "procs": procs,
         "protocol": protocol,
         "broker": broker or "mosquitto (private)",
+        "ota_stall_s": ota_stall_s,
         "fd_limit": fd_limit,
         "started": started_n,
         "start_failures": [f for r in reports for f in r["failed"]],
