@@ -45,9 +45,9 @@ TICK_S = 1.0
 SETTLE_S = 12.0
 """Seconds from start before the rest window opens (metrics go out every 10 s by default)."""
 PER_PROC = 125
-"""Devices per worker process when `procs` is not given. With 250 (about 1,250 threads) a worker
-thrashed on the GIL: its network thread, which gives the GIL up at every syscall, waited
-seconds to get it back, and links missed their keepalive (see docs/fleet.md)."""
+"""Devices per worker process when `procs` is not given. With 250 (about 1,250 threads, before
+they were shared) a worker thrashed on the GIL: its network thread, which gives the GIL up at
+every syscall, waited seconds to get it back, and links missed their keepalive (docs/fleet.md)."""
 
 
 # -- the worker process ---------------------------------------------------------------------------

@@ -14,6 +14,8 @@ Threads (none of them a plugin loop):
   pumps the outbox to the broker;
 - paho's network thread (`loop_start()`): connection, PUBACKs, incoming messages;
 - the command worker, running remote commands one at a time.
+A process hosting many devices (sim.lightfleet) sets `shared` (agent/sync/lanes.py): the sync
+thread's turns and the command worker then run on a few threads shared by every device.
 """
 
 from __future__ import annotations
