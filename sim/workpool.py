@@ -39,6 +39,14 @@ class SharedThreads(ThreadPoolExecutor):
         self._ids = itertools.count()
         self._cond = threading.Condition()
         self._timer_thread: threading.Thread | None = None
+        self._closed = False
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the timers, then the pool (`concurrent.futures.Executor.shutdown`)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
 
     def every(self, seconds: float, fn: Callable[[], None]) -> Callable[[], None]:
         """Call `fn` every `seconds` from the timer thread, the first time at a random point of
@@ -65,10 +73,12 @@ class SharedThreads(ThreadPoolExecutor):
         while True:
             with self._cond:
                 now = time.monotonic()
-                while not self._timers or self._timers[0][0] > now:
+                while not self._closed and (not self._timers or self._timers[0][0] > now):
                     wait = self._timers[0][0] - now if self._timers else None
                     self._cond.wait(wait)
                     now = time.monotonic()
+                if self._closed:
+                    return
                 due, key, seconds, fn = heapq.heappop(self._timers)
                 if key in self._cancelled:
                     self._cancelled.discard(key)

@@ -99,8 +99,10 @@ def test_a_timer_repeats_until_cancelled() -> None:
         settled = len(calls)
         time.sleep(0.1)
         assert len(calls) == settled
+        pool.every(0.01, lambda: calls.append(2))
     finally:
         pool.shutdown(wait=True)
+    assert _until(lambda: not any(t.name == "test-work-timers" for t in threading.enumerate()))
 
 
 def _light_devices(n: int, broker: Any, state: Path, keys: Path) -> list[Any]:
