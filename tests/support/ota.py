@@ -31,6 +31,7 @@ V1_1 = DATA / "v1_1_0"
 SLOW = DATA / "slow"
 LOOP = DATA / "loop"
 CRASH = DATA / "crash"
+HOG = DATA / "hog"
 W32 = DATA / "w32"
 NAN = DATA / "nan"
 
