@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: demo test test-slow soak fleet brokers lint train bench mosquitto faketime systemd-tools systemd-test
+.PHONY: demo test test-acl test-slow soak fleet brokers lint train bench mosquitto faketime systemd-tools systemd-test
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -51,6 +51,11 @@ demo: $(RUN_STAMP)
 
 test: $(STAMP) mosquitto
 	$(PY) -m pytest -q
+
+# The command, sync and OTA suites with every test broker locked down by the shipped ACL
+# (firmware-configs/mosquitto/edge-agent.acl): test agents log in as their device ids.
+test-acl: $(STAMP) mosquitto
+	EDGE_AGENT_TEST_ACL=1 $(PY) -m pytest -q tests/sync tests/ota tests/broker
 
 test-slow: $(STAMP) mosquitto
 	$(PY) -m pytest -q -m slow

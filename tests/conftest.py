@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from sim.broker import Broker, free_port, mosquitto_path
+from tests.support import acl
 from tests.support.mqtt import MqttProbe
 from tests.support.waiting import until as until_fn
 
@@ -62,6 +63,8 @@ def broker_factory(
             extra_lines=list(extra_lines or []),
             anonymous=anonymous,
         )
+        if acl.ENABLED and anonymous:  # a test that sets its own accounts keeps them
+            b.extra_lines += acl.lock_down(b)
         started.append(b)
         if start:
             b.start()
@@ -84,6 +87,8 @@ def shared_broker(mosquitto_bin: str, tmp_path_factory: pytest.TempPathFactory) 
     b = Broker(
         binary=mosquitto_bin, workdir=tmp_path_factory.mktemp("mosquitto-shared"), port=free_port()
     )
+    if acl.ENABLED:
+        b.extra_lines += acl.lock_down(b)
     b.start()
     yield b
     b.kill()

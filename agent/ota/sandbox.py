@@ -163,14 +163,28 @@ def _child(
     try:
         conn.send(_check(Path(folder), runtime))
     except UpdateRejected as exc:
-        conn.send({"ok": False, "reason": exc.reason, "code": exc.code})
+        code = "memory" if _out_of_memory(exc.reason) else exc.code
+        conn.send({"ok": False, "reason": exc.reason, "code": code})
     except MemoryError:
         reason = f"model needs more than {memory_mb} MB"
         conn.send({"ok": False, "reason": reason, "code": "memory"})
     except Exception as exc:  # the verdict must reach the parent whatever the runtime raised
-        conn.send({"ok": False, "reason": f"{type(exc).__name__}: {exc}", "code": "load_failed"})
+        reason = f"{type(exc).__name__}: {exc}"
+        code = "memory" if _out_of_memory(reason) else "load_failed"
+        conn.send({"ok": False, "reason": reason, "code": code})
     finally:
         conn.close()
+
+
+OUT_OF_MEMORY = ("failed to allocate memory", "bad_alloc", "cannot allocate memory", "memoryerror")
+"""How the runtimes word an allocation refused under the child's address-space limit (ONNX
+Runtime's arena, a C++ std::bad_alloc, mmap's ENOMEM): they surface as a failed load or inference,
+but the honest verdict is that the model needs more memory than the board gives it."""
+
+
+def _out_of_memory(reason: str) -> bool:
+    lowered = reason.lower()
+    return any(sign in lowered for sign in OUT_OF_MEMORY)
 
 
 def _check(folder: Path, runtime: RuntimeConfig) -> dict[str, Any]:

@@ -52,7 +52,7 @@ from agent.sync.outbox_file import (
     lock_state,
     open_db,
 )
-from agent.sync.outbox_recovery import StoreLoss, replace_store, write_seq_file
+from agent.sync.outbox_recovery import SeqCeiling, StoreLoss, replace_store
 from agent.sync.outbox_rows import ROW_OVERHEAD, Message, MessageClass, StoredMessage
 
 __all__ = ["ROW_OVERHEAD", "Message", "MessageClass", "Outbox", "OutboxError", "OutboxInUse"]
@@ -109,6 +109,7 @@ class Outbox(FailureView):
             try:
                 self._load_totals()
                 self._seqs = dict(self._db.execute("SELECT plugin, value FROM seq").fetchall())
+                self._ceiling = SeqCeiling(path, self._seqs)
             except sqlite3.Error as exc:
                 self._db.close()
                 raise OutboxError(f"cannot read the outbox {path}: {exc}") from exc
@@ -167,6 +168,8 @@ class Outbox(FailureView):
         SQLite error (disk full, ...) nothing changes, the failure is recorded (see
         `last_error`, `retry_due`) and OutboxError is raised.
         """
+        if seqs:
+            self._ceiling.cover(seqs)
         for attempt in (1, 2):
             saved = self._counts_snapshot()
             try:
@@ -365,7 +368,7 @@ class Outbox(FailureView):
 
     def compact(self) -> None:
         """Give freed pages back to the file system and truncate the WAL."""
-        write_seq_file(self.path, self._seqs)
+        self._ceiling.save(self._seqs)
         try:
             self._db.execute("PRAGMA incremental_vacuum")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -381,7 +384,7 @@ class Outbox(FailureView):
 
     def close(self) -> None:
         """Checkpoint and close the database, release the state_dir lock."""
-        write_seq_file(self.path, self._seqs)
+        self._ceiling.close(self._seqs)
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()

@@ -73,6 +73,44 @@ def read_seq_file(db_path: Path) -> dict[str, int]:
     return {str(k): v for k, v in data.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
+SEQ_RESERVE = 1024
+"""How far ahead of the seqs issued the side file is kept (one small file write per this many
+events of a plugin)."""
+
+
+class SeqCeiling:
+    """The side file kept above every seq issued, written before a seq passes it.
+
+    The `seq` table is the record, and the side file is only read when that table is lost. A side
+    file written only at compaction would lag by every event since: after a kill -9 and a lost
+    table, the agent would number from that old value again and reuse seqs its consumers have
+    seen (and drop as duplicates). Kept ahead, it can only cause a gap of up to SEQ_RESERVE.
+    """
+
+    def __init__(self, db_path: Path, seqs: Mapping[str, int]) -> None:
+        self._path = db_path
+        self._ceiling = highest(read_seq_file(db_path), seqs)
+
+    def cover(self, seqs: Mapping[str, int]) -> None:
+        """Raise the ceiling (and write it) before any of `seqs` would pass it."""
+        ceiling = self._ceiling
+        if any(value > ceiling.get(plugin, 0) for plugin, value in seqs.items()):
+            ahead = {plugin: value + SEQ_RESERVE for plugin, value in seqs.items()}
+            self._ceiling = highest(ceiling, ahead)
+            write_seq_file(self._path, self._ceiling)
+
+    def save(self, seqs: Mapping[str, int]) -> None:
+        """Write the ceiling (at compaction), never below `seqs`."""
+        self._ceiling = highest(self._ceiling, seqs)
+        write_seq_file(self._path, self._ceiling)
+
+    def close(self, seqs: Mapping[str, int]) -> None:
+        """Write the exact `seqs` (the last ones issued: a store closed cleanly issues no more),
+        so a table lost at rest costs no gap."""
+        self._ceiling = dict(seqs)
+        write_seq_file(self._path, self._ceiling)
+
+
 def highest(*sources: Mapping[str, int]) -> dict[str, int]:
     """Per plugin, the highest seq any source knows."""
     out: dict[str, int] = {}

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SHIPPED_ACL = REPO / "firmware-configs" / "mosquitto" / "edge-agent.acl"
-OPERATOR = "ops-admin"
+from tests.support import acl
+
+OPERATOR = acl.OPERATOR
 
 
 @dataclass
@@ -35,18 +35,11 @@ class Fleet:
 
 def acl_text(devices: dict[str, str]) -> str:
     """The shipped ACL: its `pattern` rules and operator block, with blocks for `devices`."""
-    lines = SHIPPED_ACL.read_text().splitlines()
-    rules = [ln for ln in lines if ln.startswith("pattern ")]
-    start = lines.index(f"user {OPERATOR}")
-    operator = lines[start : start + 3]
-    blocks = []
+    patterns, operator = acl.shipped_rules()
+    lines = [*patterns, f"user {OPERATOR}", *operator]
     for device, group in devices.items():
-        blocks += [
-            f"user {device}",
-            f"topic read edge/group/{group}/cmd/+",
-            f"topic read edge/group/{group}/ota/+/manifest",
-        ]
-    return "\n".join([*rules, *operator, *blocks]) + "\n"
+        lines += acl.device_block(device, group)
+    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from agent.ota.keys import key_id
 from agent.ota.mqtt import frame_chunk
 from agent.ota.publisher import BrokerOptions, Publisher, Target
 from agent.ota.sandbox import SandboxLimits
-from tests.support.ota import CRASH, LOOP, NAME, V1_1, Agent, agent_config, pack
+from tests.support.ota import CRASH, HOG, LOOP, NAME, V1_1, Agent, agent_config, pack
 
 WAIT = 90.0
 
@@ -121,6 +121,17 @@ def test_a_model_that_never_finishes_is_refused_and_rollback_is_not_busy(
     reply = probe.command(f"edge/{unique_id}", "model.rollback", {"model": NAME})
     assert reply["ok"], reply
     assert device.version == "1.0.0"
+
+
+def test_a_model_that_needs_more_memory_than_allowed_is_refused_as_memory(
+    tmp_path: Path, broker: Any, keys: Path, unique_id: str, agents: Callable[..., Agent]
+) -> None:
+    device = agents(unique_id, [keys / "public.pem"], limits=SandboxLimits(memory_mb=256))
+    pack(HOG, keys, tmp_path / "hog.tar", serial=10)
+    progress = _publish(broker, unique_id, tmp_path / "hog.tar")
+    assert (progress.state, progress.code) == ("rejected", "memory"), progress
+    assert "allocate" in progress.reason
+    assert device.sync.link.connected and device.version == "1.0.0"
 
 
 def test_stopping_the_agent_mid_validation_kills_the_check(

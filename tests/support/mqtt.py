@@ -180,7 +180,9 @@ class MqttProbe:
     ) -> Any:
         """Send command `name` to `<base>/cmd/<name>` and wait for the reply, matched by its
         MQTT 5 correlation data on this probe's response topic."""
-        reply_topic = f"probe/{self.client_id}/reply"
+        # Where operators ask replies to go (mqtt.reply_prefix): the one place outside its own
+        # topics that the shipped ACL lets a device write to.
+        reply_topic = f"edge/replies/{self.client_id}"
         if reply_topic not in (f for f, _ in self._subs):
             self.subscribe(reply_topic)
         corr = uuid.uuid4().hex.encode()

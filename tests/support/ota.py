@@ -20,6 +20,7 @@ from agent.ota import Bundle, OtaReceiver, RollbackArgs, load_private_key, pack_
 from agent.ota.envelope import UpdateBody
 from agent.plugin.base import Plugin, PluginContext, PluginParams
 from agent.runtime.base import Model
+from tests.support import acl
 from tests.support.paths import OTA_DATA
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,6 +32,7 @@ V1_1 = DATA / "v1_1_0"
 SLOW = DATA / "slow"
 LOOP = DATA / "loop"
 CRASH = DATA / "crash"
+HOG = DATA / "hog"
 W32 = DATA / "w32"
 NAN = DATA / "nan"
 
@@ -189,6 +191,7 @@ def agent_config(
                 "reconnect_max_s": 0.5,
                 "keepalive": 5,
                 "home_assistant": False,
+                **acl.login(port, device_id, group),
             },
             "state_dir": str(tmp / device_id),
             "models_dir": str(MODELS),

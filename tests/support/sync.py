@@ -23,6 +23,7 @@ from agent.config.sections import AgentConfig
 from agent.errors import ConfigError, PluginError
 from agent.plugin.channel import OutputChannel
 from agent.runtime.slot import ModelSlot
+from tests.support import acl
 
 
 class GenParams(BaseModel):
@@ -183,13 +184,19 @@ class FakeEngine:
 
 
 def agent_config(port: int, device_id: str, state_dir: Path, **sections: Any) -> AgentConfig:
-    """A config for one test agent: fast reconnects, short jobs, its own state_dir."""
+    """A config for one test agent: fast reconnects, short jobs, its own state_dir (and its
+    account, when the suite runs through the shipped ACL)."""
+    device = {"id": device_id, "group": "lab", **sections.pop("device", {})}
+    hal = sections.get("hal", {}).get("devices", {}).values()
+    # Topics outside the agent's own that a locked-down broker must let this device use.
+    topics = (*sections.pop("acl_topics", ()), *(d["topic"] for d in hal if "topic" in d))
     mqtt = {
         "host": "127.0.0.1",
         "port": port,
         "reconnect_min_s": 0.05,
         "reconnect_max_s": 0.5,
         "keepalive": 5,
+        **acl.login(port, device_id, device["group"], tuple(topics)),
         **sections.pop("mqtt", {}),
     }
     scheduler = {
@@ -201,7 +208,7 @@ def agent_config(port: int, device_id: str, state_dir: Path, **sections: Any) ->
     }
     return AgentConfig.model_validate(
         {
-            "device": {"id": device_id, "group": "lab", **sections.pop("device", {})},
+            "device": device,
             "mqtt": mqtt,
             "scheduler": scheduler,
             "state_dir": str(state_dir),

@@ -86,6 +86,15 @@ def stored_seq(state_dir: Path) -> int:
     return int(row[0]) if row else 0
 
 
+def stored_rows(state_dir: Path) -> int:
+    """Messages still in the outbox file (read by another process, WAL)."""
+    db = sqlite3.connect(f"file:{state_dir / 'outbox.db'}?mode=ro", uri=True, timeout=5)
+    try:
+        return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    finally:
+        db.close()
+
+
 def seqs_by_id(probe: Any, topic: str) -> set[int]:
     return {p["seq"] for p in {p["id"]: p for p in probe.payloads(topic)}.values()}
 
@@ -140,4 +149,33 @@ def test_kill9_loses_nothing_that_reached_the_outbox(
     got = seqs_by_id(consumer, topic)
     assert set(range(1, persisted + 1)) <= got
     assert set(range(persisted + 1, persisted + 6)) <= got  # numbering continued
+    restarted.terminate()
+
+
+def test_kill9_then_a_smashed_seq_table_never_reuses_a_seq(
+    broker: Any, make_config: Any, probe_factory: Any, spawn: Any, until: Until
+) -> None:
+    """Killed between two compactions (the side file of seqs not rewritten since the start)
+    with every event delivered (no row left to salvage a seq from), then the `seq` table's
+    page lost: the restarted agent still numbers above every seq it
+    had published, so a consumer that de-duplicates by seq drops nothing new."""
+    from tests.sync.test_outbox_corrupt import smash_page
+
+    cfg = make_config(broker, scheduler={"outbox_compaction_s": 3600.0})
+    topic = f"edge/{cfg.device.id}/events/gen"
+    consumer = probe_factory(broker)
+    consumer.subscribe(topic)
+    agent = spawn(cfg, events=1500, rate=2000.0)
+    assert consumer.wait_for(lambda: consumer.count(topic) >= 1500, 30)
+    assert until(lambda: stored_rows(cfg.state_dir) == 0, 20)  # every row delivered and acked
+    agent.kill9()
+    before = {p["id"]: p["seq"] for p in consumer.payloads(topic)}
+    smash_page(cfg.state_dir / "outbox.db", "seq")
+    restarted = spawn(cfg, events=5, rate=100.0)
+
+    def after() -> list[int]:
+        return [p["seq"] for p in consumer.payloads(topic) if p["id"] not in before]
+
+    assert consumer.wait_for(lambda: len(after()) >= 5, 60)
+    assert min(after()) > max(before.values()), (max(before.values()), sorted(after())[:5])
     restarted.terminate()

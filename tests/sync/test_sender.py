@@ -88,7 +88,7 @@ def test_the_byte_window_follows_a_slow_link_and_a_reply_is_not_stuck_behind_the
 ) -> None:
     relay, outbox, sender, pump = slow_link
     probe = probe_factory(broker)
-    probe.subscribe("slow/reply")
+    probe.subscribe("edge/replies/slow")
     # The rate estimate settles on the link's rate within a few acknowledgements.
     assert until(lambda: sender.acked >= 10, 10)
     pump.max_inflight_bytes = 0
@@ -103,8 +103,8 @@ def test_the_byte_window_follows_a_slow_link_and_a_reply_is_not_stuck_behind_the
     # A reply published now (directly, as command replies are) goes out after what paho
     # already holds: counted in bytes the relay delivered meanwhile, not in seconds.
     before = relay.bytes_up
-    sender._link.publish("slow/reply", b'{"ok": true}', qos=1)
-    assert probe.wait_for(lambda: probe.count("slow/reply") == 1, 15)
+    sender._link.publish("edge/replies/slow", b'{"ok": true}', qos=1)
+    assert probe.wait_for(lambda: probe.count("edge/replies/slow") == 1, 15)
     ahead = relay.bytes_up - before
     assert ahead <= bound + 4096, (ahead, bound)
 

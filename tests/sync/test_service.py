@@ -15,6 +15,7 @@ import pytest
 
 from agent.sync.service import SyncService
 from agent.transport import InboundMessage
+from tests.support import acl
 from tests.support.sync import FakeEngine
 
 Until = Callable[..., bool]
@@ -108,6 +109,7 @@ def test_telemetry_batches_and_metrics(
     assert metrics["sync"]["connected"] == 1.0
 
 
+@acl.RESTORED_SESSION_LOSES
 def test_broker_outage_short_every_seq_arrives(
     broker: Any, make_config: Any, start_service: Any, probe_factory: Any, until: Until
 ) -> None:
@@ -148,7 +150,8 @@ def outage(
     stored_while_down = service.counters()["outbox_depth"]
     broker.start()
     assert consumer.wait_for(lambda: all_seqs(consumer, topic, events), 60), (
-        f"{len(seqs_by_id(consumer, topic))} of {events}"
+        f"{len(seqs_by_id(consumer, topic))} of {events}, missing "
+        f"{sorted(set(range(1, events + 1)) - set(seqs_by_id(consumer, topic)))[:: max(1, 20)]}"
     )
     assert seqs_by_id(consumer, topic) == list(range(1, events + 1))
     assert stored_while_down > 0
@@ -177,6 +180,7 @@ def test_seq_continues_after_restart(
     assert [p["seq"] for p in probe.payloads(topic)] == list(range(1, 21))
 
 
+@acl.RESTORED_SESSION_LOSES
 def test_telemetry_qos1_is_stored_through_an_outage(
     broker: Any, make_config: Any, start_service: Any, probe_factory: Any, until: Until
 ) -> None:
@@ -197,6 +201,7 @@ def test_telemetry_qos1_is_stored_through_an_outage(
     )
 
 
+@acl.RESTORED_SESSION_LOSES
 def test_full_outbox_is_reported_and_events_wait_in_memory(
     broker: Any, make_config: Any, start_service: Any, probe_factory: Any, until: Until
 ) -> None:
@@ -222,7 +227,7 @@ def test_full_outbox_is_reported_and_events_wait_in_memory(
 def test_transport_subscribe_and_durable_retained_publish(
     broker: Any, make_config: Any, start_service: Any, probe_factory: Any, until: Until
 ) -> None:
-    cfg = make_config(broker)
+    cfg = make_config(broker, acl_topics=["ext/+/reading"])
     service, _ = start_service(cfg)
     got: list[InboundMessage] = []
     service.subscribe("ext/+/reading", got.append)

@@ -4,11 +4,13 @@
 
 - loop: version 1.5.0, one ONNX file whose graph is a `Loop` with a trip count of 2^62 around
   an identity (valid ONNX: ONNX Runtime runs it for hours), then a slice to the [1, 4] output;
+- hog: version 1.7.0, one ONNX file that fills a 1 GiB tensor before it answers (a model too big
+  for the board's memory);
 - crash: version 1.6.0, one .tflite that is the 1.1.0 model with 3 bytes changed so that LiteRT
   dies with a signal on load or invoke (found by a mutation search, about 2 in 1,200 mutants:
   pass the mutant found; without one the folder is left as it is).
 
-Both carry the 1.0.0 manifest's inputs, outputs and golden vectors, so nothing but running them
+All carry the 1.0.0 manifest's inputs, outputs and golden vectors, so nothing but running them
 can tell they are bad.
 """
 
@@ -92,9 +94,41 @@ def endless_loop() -> bytes:
     return bytes(model.SerializeToString())
 
 
+def memory_hog() -> bytes:
+    """An ONNX graph [1, 16] -> [1, 4] that first fills and sums a 1 GiB tensor."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    consts = [
+        numpy_helper.from_array(np.array([1 << 28], np.int64), "huge"),
+        numpy_helper.from_array(np.array([0], np.int64), "starts"),
+        numpy_helper.from_array(np.array([4], np.int64), "ends"),
+        numpy_helper.from_array(np.array([1], np.int64), "axes"),
+    ]
+    graph = helper.make_graph(
+        [
+            # The fill depends on the input, so no optimizer folds it away at load.
+            helper.make_node("ReduceMax", ["input"], ["peak"], keepdims=0),
+            helper.make_node("Expand", ["peak", "huge"], ["filled"]),
+            helper.make_node("ReduceSum", ["filled"], ["total"], keepdims=0),
+            helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+            helper.make_node("Slice", ["input", "starts", "ends", "axes"], ["head"]),
+            helper.make_node("Add", ["head", "nothing"], ["output"]),
+        ],
+        "hog",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4])],
+        initializer=[*consts, numpy_helper.from_array(np.array(0.0, np.float32), "zero")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
 def main(argv: list[str]) -> None:
-    """Write `loop`, and `crash` from the mutant given."""
+    """Write `loop` and `hog`, and `crash` from the mutant given."""
     _folder("loop", "1.5.0", "an endless ONNX Loop", {"model.onnx": ("onnx", endless_loop())})
+    _folder("hog", "1.7.0", "a 1 GiB fill", {"model.onnx": ("onnx", memory_hog())})
     if argv:
         mutant = Path(argv[0]).read_bytes()
         _folder(
