@@ -44,10 +44,11 @@ TICK_S = 1.0
 """The sync thread's idle wake-up in a light device (see the module docstring)."""
 SETTLE_S = 12.0
 """Seconds from start before the rest window opens (metrics go out every 10 s by default)."""
-PER_PROC = 125
-"""Devices per worker process when `procs` is not given. With 250 (about 1,250 threads, before
-they were shared) a worker thrashed on the GIL: its network thread, which gives the GIL up at
-every syscall, waited seconds to get it back, and links missed their keepalive (docs/fleet.md)."""
+PER_PROC = 250
+"""Devices per worker process when `procs` is not given. 1,000 devices in 4 workers of 250 or 8
+of 125 behaved alike (docs/fleet.md), the 4 taking 260 MB less. Before the threads were shared,
+250 per worker (about 1,250 threads) thrashed on the GIL: the network thread, which gives the
+GIL up at every syscall, waited seconds to get it back and links missed their keepalive."""
 
 
 # -- the worker process ---------------------------------------------------------------------------
