@@ -135,6 +135,13 @@ class MqttConfig(Section):
         default=None, description="Allow-list of remote commands; all built-in commands when absent"
     )
     home_assistant: bool = Field(default=True, description="Publish Home Assistant MQTT discovery")
+    resubscribe_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=86400,
+        description="Subscribe again to the command and update topics this often (0: only at "
+        "connect); a broker may lose a subscription silently (a NATS node dies)",
+    )
 
     @field_validator("password_credential")
     @classmethod

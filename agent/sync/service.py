@@ -20,6 +20,7 @@ thread's turns and the command worker then run on a few threads shared by every 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -120,6 +121,11 @@ class SyncService:
         self.periodic.add("metrics", s.metrics_s, self.publish_metrics)
         self.periodic.add("state", s.state_s, self.publish_state)
         self.periodic.add("outbox_compaction", s.outbox_compaction_s, self.outbox.compact)
+        if self._config.mqtt.resubscribe_s > 0:
+            # Only the agent's own filters: nothing retained lives there to be sent again.
+            root = f"{self._config.mqtt.topic_root}/"
+            renew = functools.partial(self.link.renew_subscriptions, under=root)
+            self.periodic.add("resubscribe", self._config.mqtt.resubscribe_s, renew)
 
     # -- what commands and other parts see ----------------------------------------------------
 

@@ -1,10 +1,7 @@
-"""The broker connection: one paho-mqtt 2 client with its `loop_start()` network thread.
-
-What this adds to paho: TLS and the password from config, a retained last will, TCP_NODELAY (Nagle
-costs ~9 ms per small publish on loopback), jittered reconnect and failover over `mqtt.hosts`,
-subscriptions that survive reconnects, callbacks that never kill the network thread, PUBACKs by
-message id (paho's `is_published()` raises for messages queued offline), bounded QoS 0 backlog.
-"""
+"""One paho-mqtt 2 client and its network thread, plus: TLS and password from config, a retained
+will, TCP_NODELAY (Nagle: ~9 ms per small publish on loopback), jittered reconnect and failover
+over `mqtt.hosts`, subscriptions renewed, callbacks that never kill the network thread, PUBACKs by
+message id (paho's `is_published()` raises for messages queued offline), bounded QoS 0 backlog."""
 
 from __future__ import annotations
 
@@ -30,8 +27,7 @@ INFLIGHT = 20
 """QoS 1 messages on the wire without PUBACK (paho's window, not the outbox's)."""
 QOS0_STALL_S = 5.0
 """QoS 0 messages are dropped (and counted) once paho has held unwritten data this long: paho
-queues QoS 0 publishes without a bound, so on a link slower than what is published at QoS 0
-that queue grew for as long as the connection lived. At-most-once allows dropping them."""
+queues them without a bound, so on a slow link that queue grew as long as the connection lived."""
 
 
 def client_id_for(config: AgentConfig) -> str:
@@ -44,8 +40,7 @@ class MqttLink:
     callbacks `on_connected`, `on_disconnected`, `on_ack(mid, ok)` run on the network thread."""
 
     driver: ClassVar[NetworkDriver | None] = None
-    """Drives every link's I/O in this process; None: paho's own `loop_start()` thread per link
-    (a process hosting a thousand simulated devices, `sim.lightfleet`, sets one)."""
+    """Drives every link's I/O in this process (sim.lightfleet); None: a `loop_start()` thread."""
 
     def __init__(
         self,
@@ -267,6 +262,15 @@ class MqttLink:
         if client is not None and connected:
             client.subscribe(topic_filter, qos=qos)
 
+    def renew_subscriptions(self, client: mqtt.Client | None = None, under: str = "") -> None:
+        """Subscribe again to the filters under `under` (a broker may lose one silently)."""
+        with self._handlers_lock:
+            subs = [(f, max(q for _, q in hs)) for f, hs in self._handlers.items() if hs]
+        subs = [(f, q) for f, q in subs if f.startswith(under)]
+        client = client or self._client
+        if subs and client is not None and self.connected:
+            client.subscribe(subs)
+
     def unsubscribe(self, topic_filter: str, handler: MessageHandler) -> None:
         """Remove `handler`; the broker subscription goes when no handler is left."""
         with self._handlers_lock:
@@ -302,13 +306,10 @@ class MqttLink:
             return
         self._backoff.reset()
         self._set_delay(client, self._backoff.next())
-        # Flag and snapshot under one lock: a concurrent subscribe() either sees `connected` and
-        # subscribes itself, or lands in this snapshot; never neither.
+        # Flag, then snapshot: a concurrent subscribe() sees `connected` or lands in the snapshot.
         with self._handlers_lock:
             self.connected = True
-            subs = [(f, max(q for _, q in hs)) for f, hs in self._handlers.items() if hs]
-        if subs:
-            client.subscribe(subs)
+        self.renew_subscriptions(client)
         self.connects += 1
         self.last_connect_ts = time.time()
         self.last_error = ""

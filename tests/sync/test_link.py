@@ -43,3 +43,25 @@ def test_qos0_is_dropped_and_counted_while_the_socket_does_not_drain(
             assert until(lambda: link.publish("stall/q0", b"again", qos=0) is not None, 20)
         finally:
             link.stop()
+
+
+def test_the_command_and_update_subscriptions_are_renewed_while_connected(
+    broker_factory: Callable[..., Any],
+    make_config: Callable[..., Any],
+    start_service: Callable[..., Any],
+    until: Callable[..., bool],
+) -> None:
+    """A clustered broker may drop a subscription without a word (NATS, tests/brokers): the agent
+    subscribes again every `mqtt.resubscribe_s`, its own filters only (HA's retained birth is
+    not sent again)."""
+    broker = broker_factory(extra_lines=["log_type subscribe"])
+    cfg = make_config(broker, mqtt={"resubscribe_s": 0.3})
+    service, _ = start_service(cfg)
+    mine = f"edge/{cfg.device.id}/cmd/+"
+
+    def subscribed(topic: str) -> int:
+        return sum(1 for line in broker.log().splitlines() if line.endswith(f" {topic}"))
+
+    assert until(lambda: subscribed(mine) >= 3, 15), broker.log()[-2000:]
+    assert service.link.connects == 1  # renewed on the same connection, not by reconnecting
+    assert subscribed("homeassistant/status") == 1
