@@ -156,6 +156,10 @@ class PluginRunner:
             self.state = "stopped"
             return ended
 
+    def close(self) -> None:
+        """Release what the runner holds outside the plugin once it is stopped for good (an
+        isolated runner's shared memory; nothing in process)."""
+
     def restart(self, timeout: float = 1.0) -> None:
         """Stop, then start with a fresh instance and setup."""
         with self._lock:

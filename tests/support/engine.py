@@ -6,6 +6,8 @@ directory (see `write_entry_points`), with `paths.child_env` putting `tests.supp
 
 from __future__ import annotations
 
+import ctypes
+import os
 import threading
 import time
 from pathlib import Path
@@ -278,6 +280,72 @@ class WavePlugin(Plugin):
         self.every = params.telemetry_every  # type: ignore[attr-defined]
 
 
+class BeaconParams(PluginParams):
+    """Params of BeaconPlugin."""
+
+    every: int = Field(10, ge=1, description="Raise a `beat` event every n ticks")
+
+
+class BeaconPlugin(Plugin):
+    """Raises a `beat` event (carrying its tick number and pid) every n ticks."""
+
+    Params = BeaconParams
+    default_rate_hz = 200.0
+
+    def setup(self, ctx: PluginContext) -> None:
+        """Keep the channel and the interval."""
+        self.out = ctx.out
+        self.every = ctx.params.every  # type: ignore[attr-defined]
+        self.pid = os.getpid()
+        self.n = 0
+
+    def tick(self, now_ns: int) -> None:
+        """Count; beat every n ticks."""
+        self.n += 1
+        if self.n % self.every == 0:
+            self.out.event(now_ns, "beat", 1.0, n=self.n, pid=self.pid)
+
+    def apply_params(self, params: PluginParams) -> None:
+        """Take a new interval."""
+        self.every = params.every  # type: ignore[attr-defined]
+
+
+class SegfaultParams(PluginParams):
+    """Params of SegfaultPlugin."""
+
+    crash_at: int = Field(20, ge=1, description="Crash on this tick")
+    flag: str = Field("", description="Crash only while this file does not exist (made first)")
+    in_setup: bool = Field(False, description="Crash in setup instead (a model that kills on load)")
+
+
+class SegfaultPlugin(Plugin):
+    """Dies of SIGSEGV on its n-th tick, from native code, the way a broken delegate would;
+    with `flag`, only the first instance does (it leaves the file behind)."""
+
+    Params = SegfaultParams
+    default_rate_hz = 200.0
+
+    def setup(self, ctx: PluginContext) -> None:
+        """Read params (or crash, with `in_setup`)."""
+        self.p: SegfaultParams = ctx.params  # type: ignore[assignment]
+        self.n = 0
+        if self.p.in_setup:
+            self._crash()
+
+    def tick(self, now_ns: int) -> None:
+        """Read address 0 on tick `crash_at`."""
+        self.n += 1
+        if self.n == self.p.crash_at and not self.p.in_setup:
+            self._crash()
+
+    def _crash(self) -> None:
+        flag = Path(self.p.flag) if self.p.flag else None
+        if flag is None or not flag.exists():
+            if flag is not None:
+                flag.touch()
+            ctypes.string_at(0)  # a NULL read in C: SIGSEGV, no Python exception
+
+
 ENTRY_POINTS = {
     "counter": "tests.support.engine:CounterPlugin",
     "probe": "tests.support.engine:ParamProbePlugin",
@@ -285,6 +353,8 @@ ENTRY_POINTS = {
     "crashy": "tests.support.engine:CrashyPlugin",
     "hang": "tests.support.engine:HangPlugin",
     "wave": "tests.support.engine:WavePlugin",
+    "beacon": "tests.support.engine:BeaconPlugin",
+    "segfault": "tests.support.engine:SegfaultPlugin",
 }
 
 
@@ -307,6 +377,8 @@ PLUGINS: dict[str, type[Plugin]] = {
     "crashy": CrashyPlugin,
     "hang": HangPlugin,
     "wave": WavePlugin,
+    "beacon": BeaconPlugin,
+    "segfault": SegfaultPlugin,
 }
 
 

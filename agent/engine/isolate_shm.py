@@ -1,0 +1,194 @@
+"""Sensor and actuator buffers in shared memory, between an isolated plugin and the host.
+
+The host keeps the real devices (a simulator, MQTT subscriptions): they need the host's
+connections and must survive a child crash. One shared-memory block per isolated plugin holds,
+per device, a sequence word, a `fresh` word and the float32 values. The host's bridge copies
+every sensor reading in and every new actuator command out, at the plugin's rate; the child's
+`ShmSensor` / `ShmActuator` present the plain HAL interface to the plugin, so a plugin runs
+unchanged in either place.
+
+Each buffer is a seqlock with one writer: the writer makes the sequence odd, copies, makes it
+even again; a reader copies and keeps the copy only if the sequence was even and unchanged. It
+needs no lock and no system call, which both processes' hot paths forbid. The stores are plain
+numpy stores: x86 keeps them in order; a weakly ordered CPU (ARM) can in rare cases let a reader
+see a torn copy with an unchanged sequence (docs/realtime.md, "A process per plugin").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.hal.base import Actuator, ActuatorSpec, Buffer, Sensor, SensorSpec
+
+_HEADER_BYTES = 16
+"""Two int64 words per buffer: the sequence and `fresh` (sensors: the last read succeeded)."""
+_READ_TRIES = 4
+"""A reader that keeps meeting a write in progress reports a dropout instead of spinning on."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each device's buffer lives in the block; both sides compute it from the specs."""
+
+    sensors: dict[str, tuple[int, tuple[int, ...]]]
+    actuators: dict[str, tuple[int, tuple[int, ...]]]
+    size: int
+
+    @classmethod
+    def of(cls, sensors: Mapping[str, SensorSpec], actuators: Mapping[str, ActuatorSpec]) -> Layout:
+        """Sensors first, then actuators, each header + values, aligned to 8 bytes."""
+        offset = 0
+
+        def place(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, tuple[int, ...]]]:
+            nonlocal offset
+            table = {}
+            for name, shape in shapes.items():
+                table[name] = (offset, shape)
+                values = int(np.prod(shape, dtype=np.int64)) * 4
+                offset += _HEADER_BYTES + (values + 7) // 8 * 8
+            return table
+
+        placed_sensors = place({n: tuple(s.shape) for n, s in sensors.items()})
+        placed_actuators = place({n: tuple(a.shape) for n, a in actuators.items()})
+        return cls(placed_sensors, placed_actuators, max(offset, 8))
+
+
+class SeqBuffer:
+    """One seqlocked float32 buffer in the block (one writer process, one reader process)."""
+
+    def __init__(self, buf: memoryview, offset: int, shape: tuple[int, ...]) -> None:
+        self.header: npt.NDArray[np.int64] = np.ndarray((2,), np.int64, buf, offset)
+        self.values: npt.NDArray[np.float32] = np.ndarray(shape, np.float32, buf, offset + 16)
+
+    def write(self, value: Buffer, fresh: bool = True) -> None:
+        """Publish `value` (the writer's side)."""
+        header = self.header
+        header[0] += 1  # odd: a write is in progress
+        if fresh:
+            np.copyto(self.values, value)
+        header[1] = fresh
+        header[0] += 1
+
+    def read(self, out: Buffer) -> bool:
+        """Copy the last published value into `out`; False if none was fresh or it kept moving."""
+        header = self.header
+        for _ in range(_READ_TRIES):
+            seq = int(header[0])
+            if seq & 1:
+                continue
+            np.copyto(out, self.values)
+            fresh = bool(header[1])
+            if int(header[0]) == seq:
+                return fresh and seq > 0
+        return False
+
+    @property
+    def seq(self) -> int:
+        """The sequence word: changes with every write."""
+        return int(self.header[0])
+
+
+class DeviceBlock:
+    """The shared-memory block of one isolated plugin's devices."""
+
+    def __init__(self, shm: shared_memory.SharedMemory, layout: Layout, *, owner: bool) -> None:
+        self.shm = shm
+        self.layout = layout
+        self._owner = owner
+        buf = shm.buf
+        assert buf is not None
+        self.sensors = {n: SeqBuffer(buf, o, s) for n, (o, s) in layout.sensors.items()}
+        self.actuators = {n: SeqBuffer(buf, o, s) for n, (o, s) in layout.actuators.items()}
+
+    @classmethod
+    def create(cls, layout: Layout) -> DeviceBlock:
+        """A fresh, zeroed block (the host's side, which owns and unlinks it)."""
+        shm = shared_memory.SharedMemory(create=True, size=layout.size)
+        buf = shm.buf
+        assert buf is not None
+        buf[: layout.size] = bytes(layout.size)
+        return cls(shm, layout, owner=True)
+
+    @classmethod
+    def attach(cls, name: str, layout: Layout) -> DeviceBlock:
+        """The host's block, opened by name (the child's side)."""
+        # Attaching registers the name with the resource tracker again: harmless, because a
+        # child started by multiprocessing shares the host's tracker, and the host unlinks.
+        return cls(shared_memory.SharedMemory(name=name), layout, owner=False)
+
+    @property
+    def name(self) -> str:
+        """The block's system-wide name."""
+        return self.shm.name
+
+    def close(self) -> None:
+        """Drop the views and the mapping; the owner also removes the block."""
+        self.sensors.clear()
+        self.actuators.clear()
+        try:
+            self.shm.close()
+        except BufferError:  # a view still held somewhere: the mapping goes with the process
+            return
+        if self._owner:
+            self.shm.unlink()
+
+
+class ShmSensor(Sensor):
+    """A sensor the child reads from the block (the host's bridge fills it)."""
+
+    def __init__(self, buffer: SeqBuffer, spec: SensorSpec) -> None:
+        self.spec = spec
+        self.read_into = buffer.read  # type: ignore[method-assign]  # one call less per read
+
+    def read_into(self, out: Buffer) -> bool:
+        """Copy the latest reading the host bridged; False on a dropout."""
+        raise NotImplementedError  # replaced per instance in __init__
+
+
+class ShmActuator(Actuator):
+    """An actuator the child writes to the block (the host's bridge applies it)."""
+
+    def __init__(self, buffer: SeqBuffer, spec: ActuatorSpec) -> None:
+        self.spec = spec
+        self.write = buffer.write  # type: ignore[method-assign]
+
+    def write(self, value: Buffer) -> None:
+        """Publish a command for the host to apply."""
+        raise NotImplementedError  # replaced per instance in __init__
+
+
+class Bridge:
+    """The host's side: real sensor readings into the block, new commands out of it."""
+
+    def __init__(
+        self, block: DeviceBlock, sensors: Mapping[str, Sensor], actuators: Mapping[str, Actuator]
+    ) -> None:
+        self._sensors = [
+            (s.read_into, block.sensors[n].write, np.zeros(s.spec.shape, np.float32))
+            for n, s in sensors.items()
+        ]
+        self._actuators = [
+            (block.actuators[n], a.write, np.zeros(block.actuators[n].values.shape, np.float32))
+            for n, a in actuators.items()
+        ]
+        self._seen = [0] * len(self._actuators)
+
+    @property
+    def idle(self) -> bool:
+        """True when the plugin has no devices: nothing to bridge."""
+        return not self._sensors and not self._actuators
+
+    def pump(self) -> None:
+        """One pass: every sensor read and published, every changed command applied."""
+        for read, publish, buf in self._sensors:
+            publish(buf, read(buf))
+        for i, (shared, write, buf) in enumerate(self._actuators):
+            seq = shared.seq
+            if seq != self._seen[i] and shared.read(buf):
+                self._seen[i] = seq
+                write(buf)

@@ -1,0 +1,190 @@
+"""`isolate = true`: a plugin in its own process ticks, reports and is supervised like one in
+process; a native crash there costs that plugin a restart and nothing else."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.engine.host import PluginHost
+from agent.errors import PluginError
+from agent.events import Event
+from agent.hal.sim import SimHal
+from tests.support import engine as kit
+from tests.support.waiting import until
+
+
+@pytest.fixture
+def hosts() -> Iterator[list[PluginHost]]:
+    made: list[PluginHost] = []
+    yield made
+    for host in made:
+        kit.stop_host(host)
+
+
+def start_host(
+    hosts: list[PluginHost], tmp_path: Path, plugins: list[dict[str, Any]]
+) -> PluginHost:
+    config = kit.make_config(plugins, state_dir=str(tmp_path), engine={"restart_backoff_s": 0.05})
+    host = kit.make_host(config)
+    hosts.append(host)
+    host.start()
+    assert host.wait_ready(20.0)
+    return host
+
+
+def row(host: PluginHost, name: str) -> dict[str, Any]:
+    return next(p for p in host.plugins() if p["name"] == name)
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("isolate", [False, True], ids=["in-process", "isolated"])
+def test_outputs_devices_and_changes_work_the_same_in_either_place(
+    hosts: list[PluginHost], tmp_path: Path, isolate: bool
+) -> None:
+    host = start_host(
+        hosts,
+        tmp_path,
+        [
+            {"name": "beacon", "rate_hz": 200, "params": {"every": 10}, "isolate": isolate},
+            {"name": "wave", "rate_hz": 200, "isolate": isolate},
+        ],
+    )
+    channels = {ch.plugin: ch for ch in host.channels()}
+    events: list[Event] = []
+    rows: list[int] = []
+
+    def drained(n_events: int, n_rows: int) -> bool:
+        events.extend(channels["beacon"].drain_events())
+        rows.append(len(channels["wave"].drain_telemetry()[0]))
+        return len(events) >= n_events and sum(rows) >= n_rows
+
+    assert until(lambda: drained(5, 3))
+    beats = [e for e in events if e.kind == "beat"]
+    assert [e.data["n"] for e in beats[:3]] == [10, 20, 30]
+    assert all(e.plugin == "beacon" for e in beats)
+    # Stamped on the host's wall clock, in either place.
+    assert all(abs(e.ts_ns - time.time_ns()) < 60e9 for e in beats)
+    assert (beats[0].data["pid"] != os.getpid()) is isolate
+    # The model ran on real sensor readings and its answers reached the simulator's actuator.
+    sim = host.hal.backend("sim")
+    assert isinstance(sim, SimHal)
+    wave_sim = sim.simulator("wave")
+    assert isinstance(wave_sim, kit.WaveSim)
+    writes = wave_sim.writes
+    assert until(lambda: wave_sim.writes > writes)
+    assert row(host, "wave")["model_version"] is not None
+    # A params change and a rate change reach the plugin between its ticks.
+    host.set_params("beacon", {"every": 3})
+    host.runner("beacon").apply(rate_hz=100.0)
+    events.clear()
+    assert until(lambda: drained(4, 0))
+    n = [e.data["n"] for e in events if e.kind == "beat"]
+    assert {b - a for a, b in zip(n[-3:-1], n[-2:], strict=True)} == {3}
+    assert row(host, "beacon")["rate_hz"] == 100.0
+    stats = host.stats()["beacon"]
+    assert stats["ticks"] > 0 and stats["tick_us"]["p50"] > 0
+
+
+def test_a_segfault_in_an_isolated_plugin_restarts_it_and_nothing_else(
+    hosts: list[PluginHost], tmp_path: Path
+) -> None:
+    flag = tmp_path / "crashed-once"
+    host = start_host(
+        hosts,
+        tmp_path,
+        [
+            {"name": "counter", "rate_hz": 200},
+            {
+                "name": "segfault",
+                "rate_hz": 200,
+                "isolate": True,
+                "params": {"crash_at": 40, "flag": str(flag)},
+            },
+        ],
+    )
+    failed = host.runner("segfault").res.channel
+    first_pid = row(host, "segfault")["pid"]
+    before, t0 = host.stats()["counter"], time.perf_counter()
+    assert until(flag.exists)  # the child has read address 0
+    assert until(lambda: row(host, "segfault")["restarts"] == 1)
+    assert until(lambda: row(host, "segfault")["ticks"] > 60)  # the new child ticks on
+    after, elapsed = host.stats()["counter"], time.perf_counter() - t0
+
+    crashed = row(host, "segfault")
+    assert crashed["state"] == "running" and crashed["crashes"] == 1
+    assert crashed["pid"] != first_pid and gone(first_pid)
+    assert "SIGSEGV" in crashed["last_error"]
+    events = [e for e in failed.drain_events() if e.kind == "plugin_failed"]
+    assert len(events) == 1
+    assert events[0].plugin == "segfault" and "SIGSEGV" in events[0].data["error"]
+    assert events[0].data["phase"] == "tick"
+    # The host process lived through it, and its in-process loop kept its deadline grid.
+    counter = row(host, "counter")
+    assert counter["state"] == "running" and counter["restarts"] == 0
+    deadlines = (after["ticks"] + after["skipped"]) - (before["ticks"] + before["skipped"])
+    assert deadlines == pytest.approx(200 * elapsed, rel=0.05)
+    assert after["ticks"] - before["ticks"] >= 0.8 * 200 * elapsed
+    assert host.tick_counters().keys() == {"counter", "segfault"}
+
+
+def test_a_native_crash_in_setup_is_a_setup_failure_of_that_plugin_only(
+    hosts: list[PluginHost], tmp_path: Path
+) -> None:
+    flag = tmp_path / "crashed-once"
+    params = {"in_setup": True, "flag": str(flag)}
+    host = start_host(
+        hosts,
+        tmp_path,
+        [
+            {"name": "counter", "rate_hz": 200},
+            {"name": "segfault", "enabled": False, "isolate": True, "params": params},
+        ],
+    )
+    with pytest.raises(PluginError, match=r"segfault.*setup failed.*SIGSEGV"):
+        host.start_plugin("segfault")  # the way a model that crashes the runtime on load ends
+    assert flag.exists() and row(host, "counter")["state"] == "running"
+    host.start_plugin("segfault")  # the second child finds the flag and comes up
+    assert until(lambda: row(host, "segfault")["ticks"] > 0)
+    ticks = row(host, "counter")["ticks"]
+    assert until(lambda: row(host, "counter")["ticks"] > ticks)
+
+
+def test_stop_ends_the_child_and_leaves_no_process(hosts: list[PluginHost], tmp_path: Path) -> None:
+    host = start_host(
+        hosts,
+        tmp_path,
+        [
+            {"name": "beacon", "rate_hz": 200, "isolate": True},
+            # The 5th tick runs for 30 s: only a process can be ended in the middle of one.
+            {
+                "name": "slow",
+                "rate_hz": 100,
+                "isolate": True,
+                "params": {"every": 5, "periods": 3000},
+            },
+        ],
+    )
+    beacon = host.runner("beacon")
+    slow = host.runner("slow")
+    assert until(lambda: row(host, "slow")["ticks"] == 4)  # in the long tick now
+    pids = {name: row(host, name)["pid"] for name in ("beacon", "slow")}
+    processes = {name: r._child.process for name, r in (("beacon", beacon), ("slow", slow))}  # type: ignore[attr-defined]
+    host.stop(timeout=0.5)
+    assert all(gone(pid) for pid in pids.values())
+    assert processes["beacon"].exitcode == 0  # it ended itself, between two ticks
+    assert processes["slow"].exitcode == -9  # stuck in a tick: killed
+    assert row(host, "beacon")["state"] == row(host, "slow")["state"] == "stopped"
+    assert row(host, "beacon")["pid"] is None
