@@ -61,6 +61,9 @@ def diff_configs(old: AgentConfig, new: AgentConfig) -> ConfigDiff:
         ]
         if fields:
             diff.changed[name] = PluginChange(old_pc, new_pc, fields)
+        if old_pc.isolate != new_pc.isolate:
+            # In or out of a child process is a different kind of runner: the next start.
+            diff.restart_required.append(f"plugins[{name}].isolate")
     return diff
 
 

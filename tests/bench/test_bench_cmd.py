@@ -77,6 +77,21 @@ def test_bench_table_has_units_both_ratios_and_the_accelerator(tmp_path: Path) -
     assert "x tight / x paced:" in lines[3]
 
 
+def test_bench_isolate_reports_the_isolated_tick_beside_the_in_process_one(
+    tmp_path: Path,
+) -> None:
+    out = _bench(
+        tmp_path, "--duration", "1", "--floor-duration", "0.3", "--isolate", "wave", "--json"
+    )
+    assert out.returncode == 0, out.stderr
+    (wave,) = json.loads(out.stdout)["plugins"]
+    assert wave["stages_us"]["ticks"] > 0  # the agent phase ran it in process
+    iso = wave["isolated"]
+    assert 0 < iso["tick_us"]["p50"] <= iso["tick_us"]["p99"] and iso["ticks"] > 100
+    assert iso["ratio_p50"] == round(iso["tick_us"]["p50"] / wave["tick_us"]["p50"], 2)
+    assert any("wave in a child process" in line for line in out.stderr.splitlines())
+
+
 @pytest.mark.slow
 def test_bench_sync_adds_publish_and_outbox_figures(tmp_path: Path) -> None:
     site = kit.write_entry_points(tmp_path / "site")

@@ -188,3 +188,38 @@ def test_stop_ends_the_child_and_leaves_no_process(hosts: list[PluginHost], tmp_
     assert processes["slow"].exitcode == -9  # stuck in a tick: killed
     assert row(host, "beacon")["state"] == row(host, "slow")["state"] == "stopped"
     assert row(host, "beacon")["pid"] is None
+
+
+def test_a_python_error_in_an_isolated_tick_is_reported_with_its_message(
+    hosts: list[PluginHost], tmp_path: Path
+) -> None:
+    host = start_host(
+        hosts,
+        tmp_path,
+        [{"name": "crashy", "rate_hz": 200, "isolate": True, "params": {"crash_at": 5}}],
+    )
+    channel = host.runner("crashy").res.channel
+    assert until(lambda: row(host, "crashy")["restarts"] >= 1)
+    assert "RuntimeError: boom 1" in row(host, "crashy")["last_error"]
+    events = [e for e in channel.drain_events() if e.kind == "plugin_failed"]
+    assert events and "RuntimeError: boom 1" in events[0].data["error"]
+
+
+def test_reload_adds_and_rerates_an_isolated_plugin_and_names_a_flip_as_restart_required(
+    hosts: list[PluginHost], tmp_path: Path
+) -> None:
+    host = start_host(hosts, tmp_path, [{"name": "counter", "rate_hz": 200}])
+    plugins: list[dict[str, Any]] = [
+        {"name": "counter", "rate_hz": 200},
+        {"name": "beacon", "rate_hz": 200, "isolate": True},
+    ]
+    host.reload(kit.make_config(plugins, state_dir=str(tmp_path)))
+    assert until(lambda: row(host, "beacon")["ticks"] > 0)
+    assert row(host, "beacon")["pid"] not in (None, os.getpid())
+    plugins[1]["rate_hz"] = 50
+    host.reload(kit.make_config(plugins, state_dir=str(tmp_path)))
+    assert row(host, "beacon")["rate_hz"] == 50.0
+    plugins[0]["isolate"] = True
+    result = host.reload(kit.make_config(plugins, state_dir=str(tmp_path)))
+    assert result["restart_required"] == ["plugins[counter].isolate"]
+    assert row(host, "counter").get("pid") is None  # still in process until the next start
