@@ -9,11 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from agent.engine.host import PluginHost
+from agent.engine.isolate_shm import DeviceBlock, Layout
 from agent.errors import PluginError
 from agent.events import Event
+from agent.hal.base import ActuatorSpec, SensorSpec
 from agent.hal.sim import SimHal
 from tests.support import engine as kit
 from tests.support.waiting import until
@@ -48,6 +51,24 @@ def gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+def test_a_shared_device_buffer_hands_over_readings_and_dropouts() -> None:
+    spec = SensorSpec((3,))
+    block = DeviceBlock.create(Layout.of({"signal": spec}, {"label": ActuatorSpec((1,))}))
+    try:
+        shared = block.sensors["signal"]
+        out = np.full(3, -1.0, np.float32)
+        assert not shared.read(out)  # nothing published yet: a dropout, not zeros
+        shared.write(np.array([1.0, 2.0, 3.0], np.float32))
+        assert shared.read(out) and out.tolist() == [1.0, 2.0, 3.0]
+        shared.write(out, fresh=False)  # the host's sensor had no fresh reading
+        assert not shared.read(out)
+        seq = block.actuators["label"].seq
+        block.actuators["label"].write(np.ones(1, np.float32))
+        assert block.actuators["label"].seq == seq + 2  # even again: a complete write
+    finally:
+        block.close()
 
 
 @pytest.mark.parametrize("isolate", [False, True], ids=["in-process", "isolated"])
