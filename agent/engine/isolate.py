@@ -297,6 +297,7 @@ class IsolatedRunner(PluginRunner):
             cpu_affinity=options.cpu_affinity,
             realtime_priority=options.realtime_priority,
             wait=options.wait,
+            log_level=logging.getLogger().getEffectiveLevel(),
         )
 
     def launch(self) -> None:

@@ -12,6 +12,7 @@ histograms (every `STATS_S`). Nothing but the loop thread touches the plugin bet
 from __future__ import annotations
 
 import importlib
+import logging
 import signal
 import time
 import traceback
@@ -71,12 +72,16 @@ class ChildSpec:
     cpu_affinity: list[int] | None = None
     realtime_priority: int | None = None
     wait: str = "sleep"
+    log_level: int = logging.WARNING
+    """The host's root log level: the child logs to the same stderr at the same level."""
 
 
 def child_main(spec: ChildSpec, conn: Connection) -> None:
     """Entry point of the child process: set up, report, run until told to stop or crashed."""
     # Ctrl-C in a terminal reaches the whole process group: the host decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The host's plain format (agent/service/logs.py); a JSON log gets plain lines from here.
+    logging.basicConfig(level=spec.log_level, format="%(levelname)s %(name)s: %(message)s")
     child = _Child(spec, conn)
     try:
         child.setup()
