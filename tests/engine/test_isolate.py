@@ -141,7 +141,9 @@ def test_a_segfault_in_an_isolated_plugin_restarts_it_and_nothing_else(
     before, t0 = host.stats()["counter"], time.perf_counter()
     assert until(flag.exists)  # the child has read address 0
     assert until(lambda: row(host, "segfault")["restarts"] == 1)
-    assert until(lambda: row(host, "segfault")["ticks"] > 60)  # the new child ticks on
+    # The new child ticks on; a window of a second or more keeps the rate check below fair
+    # on a loaded machine (the restart's fork and setup compete for the CPU for a moment).
+    assert until(lambda: row(host, "segfault")["ticks"] > 300)
     after, elapsed = host.stats()["counter"], time.perf_counter() - t0
 
     crashed = row(host, "segfault")
