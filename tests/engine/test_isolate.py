@@ -141,10 +141,10 @@ def test_a_segfault_in_an_isolated_plugin_restarts_it_and_nothing_else(
     before, t0 = host.stats()["counter"], time.perf_counter()
     assert until(flag.exists)  # the child has read address 0
     assert until(lambda: row(host, "segfault")["restarts"] == 1)
-    # The new child ticks on; a window of a second or more keeps the rate check below fair
-    # on a loaded machine (the restart's fork and setup compete for the CPU for a moment).
-    assert until(lambda: row(host, "segfault")["ticks"] > 300)
+    assert until(lambda: row(host, "segfault")["ticks"] > 100)  # the new child ticks on
     after, elapsed = host.stats()["counter"], time.perf_counter() - t0
+    time.sleep(elapsed)  # a window as long, with nothing crashing: the control
+    control, control_s = host.stats()["counter"], time.perf_counter() - t0 - elapsed
 
     crashed = row(host, "segfault")
     assert crashed["state"] == "running" and crashed["crashes"] == 1
@@ -154,12 +154,16 @@ def test_a_segfault_in_an_isolated_plugin_restarts_it_and_nothing_else(
     assert len(events) == 1
     assert events[0].plugin == "segfault" and "SIGSEGV" in events[0].data["error"]
     assert events[0].data["phase"] == "tick"
-    # The host process lived through it, and its in-process loop kept its deadline grid.
+    # The host process lived through it, and its in-process loop kept its deadline grid and
+    # ticked through the crash at the rate it ticks without one (a machine loaded by other
+    # work skips ticks in both windows alike).
     counter = row(host, "counter")
     assert counter["state"] == "running" and counter["restarts"] == 0
     deadlines = (after["ticks"] + after["skipped"]) - (before["ticks"] + before["skipped"])
     assert deadlines == pytest.approx(200 * elapsed, rel=0.05)
-    assert after["ticks"] - before["ticks"] >= 0.8 * 200 * elapsed
+    during = (after["ticks"] - before["ticks"]) / elapsed
+    calm = (control["ticks"] - after["ticks"]) / control_s
+    assert during >= 0.8 * calm
     assert host.tick_counters().keys() == {"counter", "segfault"}
 
 
