@@ -141,7 +141,8 @@ def test_a_segfault_in_an_isolated_plugin_restarts_it_and_nothing_else(
     before, t0 = host.stats()["counter"], time.perf_counter()
     assert until(flag.exists)  # the child has read address 0
     assert until(lambda: row(host, "segfault")["restarts"] == 1)
-    assert until(lambda: row(host, "segfault")["ticks"] > 100)  # the new child ticks on
+    # The new child ticks on; windows of a second or more keep the comparison below fair.
+    assert until(lambda: row(host, "segfault")["ticks"] > 300)
     after, elapsed = host.stats()["counter"], time.perf_counter() - t0
     time.sleep(elapsed)  # a window as long, with nothing crashing: the control
     control, control_s = host.stats()["counter"], time.perf_counter() - t0 - elapsed
