@@ -101,6 +101,8 @@ def bench_engine(
         report["accelerator"] = run["accelerators"].get(name)
         if name in isolate:
             report["isolated"] = isolated_report(stats, isolated["stats"][name])
+            report["isolated"]["child_rss_mb"] = isolated["child_rss_mb"].get(name)
+            report["isolated"]["host_rss_mb"] = round(isolated["rss_mb"], 1)
         plugins.append(report)
     say("memory floor: the same libraries and models in a bare process")
     floor_rss = floor_rss_mb(run["modules"], list(run["models"].values()), config.runtime.threads)
@@ -144,6 +146,9 @@ def _agent_phase(
             for name in stats
             if stats[name]["state"] == "running" and not stats[name].get("isolated")
         }
+        children = {  # isolated plugins: the RSS of their own processes
+            str(p["name"]): round(rss_mb(p["pid"]), 1) for p in app.host.plugins() if p.get("pid")
+        }
         slots = app.host.model_slots()
         models = {
             name: (slot.model.name, slot.model.backend, slot.model.path)
@@ -152,6 +157,7 @@ def _agent_phase(
         return {
             "ready_ms": ready_ms,
             "rss_mb": rss_mb(),
+            "child_rss_mb": children,
             "modules": library_modules(),
             "stats": stats,
             "stages": stages,

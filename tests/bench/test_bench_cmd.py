@@ -89,6 +89,7 @@ def test_bench_isolate_reports_the_isolated_tick_beside_the_in_process_one(
     iso = wave["isolated"]
     assert 0 < iso["tick_us"]["p50"] <= iso["tick_us"]["p99"] and iso["ticks"] > 100
     assert iso["ratio_p50"] == round(iso["tick_us"]["p50"] / wave["tick_us"]["p50"], 2)
+    assert iso["child_rss_mb"] > 0 and iso["host_rss_mb"] > 0
     assert any("wave in a child process" in line for line in out.stderr.splitlines())
 
 
