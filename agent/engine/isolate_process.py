@@ -35,6 +35,8 @@ REPLY_TIMEOUT_S = 2.0
 """How long `apply` waits for the child's answer."""
 IDLE_POLL_S = 0.05
 """How often the host thread of a plugin without devices looks at the pipe when it is quiet."""
+FINISH_GRACE_S = 2.0
+"""After its tick raised, the child has this long to tear down and report before it is killed."""
 
 
 class ChildCrashed(PluginError):
@@ -168,8 +170,9 @@ class ChildLoop:
     def _serve(self) -> None:
         conn, bridge = self._conn, self._bridge
         error: str | None = None
+        give_up = float("inf")  # after a tick error: how long the child may take to finish
         try:
-            while True:
+            while time.monotonic() < give_up:
                 if bridge.idle:
                     timeout = IDLE_POLL_S
                 else:
@@ -180,11 +183,15 @@ class ChildLoop:
                     msg = conn.recv()
                     if msg[0] == "error":
                         error = msg[1]
+                        give_up = time.monotonic() + FINISH_GRACE_S
                     else:
                         self._handle(msg)
         except (EOFError, OSError):
             pass  # the child is gone
         code = self.reap(1.0)
+        if code is None:  # a teardown that hangs must not hold the restart back
+            self.process.kill()
+            code = self.reap(1.0)
         if error is not None:
             self.error = ChildCrashed(error)
         elif not self._stopping:

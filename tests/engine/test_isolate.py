@@ -251,3 +251,30 @@ def test_reload_adds_and_rerates_an_isolated_plugin_and_names_a_flip_as_restart_
     result = host.reload(kit.make_config(plugins, state_dir=str(tmp_path)))
     assert result["restart_required"] == ["plugins[counter].isolate"]
     assert row(host, "counter").get("pid") is None  # still in process until the next start
+
+
+def test_restart_stop_and_start_of_an_isolated_plugin_each_use_a_fresh_child(
+    hosts: list[PluginHost], tmp_path: Path
+) -> None:
+    host = start_host(hosts, tmp_path, [{"name": "beacon", "rate_hz": 200, "isolate": True}])
+    first = row(host, "beacon")["pid"]
+    ticks = row(host, "beacon")["ticks"]
+    host.restart_plugin("beacon")
+    second = row(host, "beacon")["pid"]
+    assert second != first and gone(first)
+    assert until(lambda: row(host, "beacon")["ticks"] > ticks)  # counted on from before
+    host.stop_plugin("beacon")
+    assert row(host, "beacon")["state"] == "stopped" and gone(second)
+    host.set_params("beacon", {"every": 7})  # kept for the next child
+    channel = host.runner("beacon").res.channel
+    channel.drain_events()
+    host.start_plugin("beacon")
+    events: list[Event] = []
+
+    def beats() -> list[int]:
+        events.extend(channel.drain_events())
+        return [e.data["n"] for e in events if e.kind == "beat"]
+
+    assert until(lambda: len(beats()) >= 2)
+    assert beats()[:2] == [7, 14]
+    assert row(host, "beacon")["pid"] not in (first, second)
