@@ -9,14 +9,18 @@ unchanged in either place.
 
 Each buffer is a seqlock with one writer: the writer makes the sequence odd, copies, makes it
 even again; a reader copies and keeps the copy only if the sequence was even and unchanged. It
-needs no lock and no system call, which both processes' hot paths forbid. The stores are plain
-numpy stores: x86 keeps them in order; a weakly ordered CPU (ARM) can in rare cases let a reader
-see a torn copy with an unchanged sequence (docs/realtime.md, "A process per plugin").
+needs no lock and no system call, which both processes' hot paths forbid. On x86 the stores
+become visible in program order, so plain stores are enough. A weakly ordered CPU (ARM) may let
+another core see the even sequence before the values; there `FencedSeqBuffer` puts a fence
+between them: releasing and re-taking a lock no other thread ever waits for (Python has no
+fence of its own; a lock's release and acquire are one each, about 0.1 us together).
 """
 
 from __future__ import annotations
 
 import os
+import platform
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -104,6 +108,57 @@ class SeqBuffer:
         return seq
 
 
+class FencedSeqBuffer(SeqBuffer):
+    """A `SeqBuffer` with fences around the copy, for CPUs that reorder stores (ARM)."""
+
+    def __init__(self, buf: memoryview, offset: int, shape: tuple[int, ...]) -> None:
+        super().__init__(buf, offset, shape)
+        # Held for good, by whichever single thread of this process uses the buffer.
+        self._fence_lock = threading.Lock()
+        self._fence_lock.acquire()
+
+    def _fence(self) -> None:
+        # A release, then an acquire: stores before it are visible before stores after it, and
+        # loads after it are not done before loads before it.
+        self._fence_lock.release()
+        self._fence_lock.acquire()
+
+    def write(self, value: Buffer, fresh: bool = True) -> None:
+        """Publish `value` (the writer's side)."""
+        words = self.words
+        seq = words[0] + 1
+        words[0] = seq
+        self._fence()
+        if fresh:
+            np.copyto(self.values, value)
+        words[1] = fresh
+        self._fence()
+        words[0] = seq + 1
+
+    def read(self, out: Buffer) -> bool:
+        """Copy the last published value into `out`; False if none was fresh or it kept moving."""
+        words = self.words
+        for _ in range(_READ_TRIES):
+            seq = words[0]
+            if seq & 1:
+                continue
+            self._fence()
+            np.copyto(out, self.values)
+            fresh = words[1]
+            self._fence()
+            if words[0] == seq:
+                return seq > 0 and fresh != 0
+        return False
+
+
+BUFFER_TYPE: type[SeqBuffer] = (
+    SeqBuffer
+    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+    else FencedSeqBuffer
+)
+"""Plain stores on x86 (total store order), fenced ones elsewhere."""
+
+
 class DeviceBlock:
     """The shared-memory block of one isolated plugin's devices."""
 
@@ -113,8 +168,8 @@ class DeviceBlock:
         self._owner = owner
         buf = shm.buf
         assert buf is not None
-        self.sensors = {n: SeqBuffer(buf, o, s) for n, (o, s) in layout.sensors.items()}
-        self.actuators = {n: SeqBuffer(buf, o, s) for n, (o, s) in layout.actuators.items()}
+        self.sensors = {n: BUFFER_TYPE(buf, o, s) for n, (o, s) in layout.sensors.items()}
+        self.actuators = {n: BUFFER_TYPE(buf, o, s) for n, (o, s) in layout.actuators.items()}
 
     @classmethod
     def create(cls, layout: Layout) -> DeviceBlock:

@@ -3,6 +3,7 @@ process; a native crash there costs that plugin a restart and nothing else."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import time
 from collections.abc import Iterator
@@ -13,10 +14,10 @@ import numpy as np
 import pytest
 
 from agent.engine.host import PluginHost
-from agent.engine.isolate_shm import DeviceBlock, Layout
+from agent.engine.isolate_shm import DeviceBlock, FencedSeqBuffer, Layout, SeqBuffer
 from agent.errors import PluginError
 from agent.events import Event
-from agent.hal.base import ActuatorSpec, SensorSpec
+from agent.hal.base import SensorSpec
 from agent.hal.sim import SimHal
 from tests.support import engine as kit
 from tests.support.waiting import until
@@ -53,20 +54,46 @@ def gone(pid: int) -> bool:
     return False
 
 
-def test_a_shared_device_buffer_hands_over_readings_and_dropouts() -> None:
-    spec = SensorSpec((3,))
-    block = DeviceBlock.create(Layout.of({"signal": spec}, {"label": ActuatorSpec((1,))}))
+@pytest.mark.parametrize("kind", [SeqBuffer, FencedSeqBuffer], ids=["plain", "fenced"])
+def test_a_shared_device_buffer_hands_over_readings_and_dropouts(kind: type[SeqBuffer]) -> None:
+    block = DeviceBlock.create(Layout.of({"signal": SensorSpec((3,))}, {}))
     try:
-        shared = block.sensors["signal"]
+        buf = block.shm.buf
+        assert buf is not None
+        offset, shape = block.layout.sensors["signal"]
+        writer, reader = kind(buf, offset, shape), kind(buf, offset, shape)  # the two sides
         out = np.full(3, -1.0, np.float32)
-        assert not shared.read(out)  # nothing published yet: a dropout, not zeros
-        shared.write(np.array([1.0, 2.0, 3.0], np.float32))
-        assert shared.read(out) and out.tolist() == [1.0, 2.0, 3.0]
-        shared.write(out, fresh=False)  # the host's sensor had no fresh reading
-        assert not shared.read(out)
-        seq = block.actuators["label"].seq
-        block.actuators["label"].write(np.ones(1, np.float32))
-        assert block.actuators["label"].seq == seq + 2  # even again: a complete write
+        assert not reader.read(out)  # nothing published yet: a dropout, not zeros
+        writer.write(np.array([1.0, 2.0, 3.0], np.float32))
+        assert reader.read(out) and out.tolist() == [1.0, 2.0, 3.0]
+        seq = reader.seq
+        writer.write(out, fresh=False)  # the host's sensor had no fresh reading
+        assert not reader.read(out)
+        assert reader.seq == seq + 2  # even again: a complete write
+    finally:
+        block.close()
+
+
+def test_a_reader_never_keeps_a_torn_copy_of_a_buffer_written_by_another_process() -> None:
+    layout = Layout.of({"signal": SensorSpec((256,))}, {})
+    block = DeviceBlock.create(layout)
+    writes = 20_000
+    writer = mp.get_context("spawn").Process(
+        target=kit.write_counting, args=(block.name, layout, writes), daemon=True
+    )
+    try:
+        writer.start()
+        out = np.zeros(256, np.float32)
+        seen = kept = 0
+        while True:
+            writing = writer.is_alive()
+            if block.sensors["signal"].read(out):
+                # Every element of one copy comes from the same write, and writes only advance.
+                assert out.min() == out.max() >= seen
+                seen, kept = int(out[0]), kept + 1
+            if not writing:  # one more read after the writer ended: it sees the last write
+                break
+        assert writer.exitcode == 0 and seen == writes and kept > 1
     finally:
         block.close()
 

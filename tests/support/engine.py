@@ -19,6 +19,7 @@ from pydantic import Field
 
 from agent.config.sections import AgentConfig, RuntimeConfig
 from agent.engine.host import PluginHost
+from agent.engine.isolate_shm import Layout
 from agent.hal.base import ActuatorSpec, SensorSpec
 from agent.hal.router import Hal
 from agent.hal.simulator import Simulator
@@ -344,6 +345,18 @@ class SegfaultPlugin(Plugin):
             if flag is not None:
                 flag.touch()
             ctypes.string_at(0)  # a NULL read in C: SIGSEGV, no Python exception
+
+
+def write_counting(shm_name: str, layout: Layout, writes: int) -> None:
+    """In a child process: publish `writes` readings of sensor `signal`, the k-th all k."""
+    from agent.engine.isolate_shm import DeviceBlock
+
+    block = DeviceBlock.attach(shm_name, layout)
+    buffer = block.sensors["signal"]
+    value = np.zeros(buffer.values.shape, np.float32)
+    for k in range(1, writes + 1):
+        value.fill(k)
+        buffer.write(value)
 
 
 ENTRY_POINTS = {
