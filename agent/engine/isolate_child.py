@@ -151,9 +151,17 @@ class _Child:
 
     def _run_loop(self, mode: RealtimeMode) -> None:
         spec, conn = self.spec, self.conn
+        tick = self.plugin.tick
+        if spec.sensors or spec.actuators:
+            clock, plugin_tick = self.block.clock, tick
+
+            def tick(now_ns: int) -> None:
+                clock[0] = now_ns  # the host's pump times its next sensor copy from this
+                plugin_tick(now_ns)
+
         self.loop = loop = Loop(
             spec.name,
-            self.plugin.tick,
+            tick,
             rate_hz=spec.rate_hz,
             spin_us=spec.engine.spin_us,
             collector=mode.collector,

@@ -35,6 +35,11 @@ REPLY_TIMEOUT_S = 2.0
 """How long `apply` waits for the child's answer."""
 IDLE_POLL_S = 0.05
 """How often the host thread of a plugin without devices looks at the pipe when it is quiet."""
+PUMP_LEAD_NS = 200_000
+"""Sensors are copied in this long before the child's deadline, commands out this long after
+(at most a quarter period each)."""
+POLL_SLACK_NS = 2_000_000
+"""Waits longer than this poll the pipe (millisecond steps), shorter ones sleep."""
 FINISH_GRACE_S = 2.0
 """After its tick raised, the child has this long to tear down and report before it is killed."""
 
@@ -68,6 +73,10 @@ class ChildLoop:
         self.model_version: str | None = None
         self._replies: queue.Queue[str | None] = queue.Queue()
         self._stopping = False
+        self._error: str | None = None
+        """The child's report of its tick's exception, once it sent one."""
+        self._give_up = float("inf")
+        """After a tick error: until when the child may take to finish (time.monotonic)."""
         self._reaping = threading.Lock()
         self._thread: threading.Thread | None = None
         parent, child = mp.Pipe()
@@ -110,6 +119,7 @@ class ChildLoop:
         self._thread = threading.Thread(
             target=self._serve, name=f"isolate-{self.name}", daemon=True
         )
+        self._bridge.pump()  # the first tick reads real values, not an empty block
         self._thread.start()
         self._send(("go",))
 
@@ -168,34 +178,62 @@ class ChildLoop:
     # --- the host thread ---------------------------------------------------------------------
 
     def _serve(self) -> None:
-        conn, bridge = self._conn, self._bridge
-        error: str | None = None
-        give_up = float("inf")  # after a tick error: how long the child may take to finish
         try:
-            while time.monotonic() < give_up:
-                if bridge.idle:
-                    timeout = IDLE_POLL_S
+            while time.monotonic() < self._give_up:
+                if self._bridge.idle:
+                    self._drain(IDLE_POLL_S)
                 else:
-                    bridge.pump()
-                    timeout = 1.0 / self.rate_hz
-                while conn.poll(timeout):
-                    timeout = 0.0
-                    msg = conn.recv()
-                    if msg[0] == "error":
-                        error = msg[1]
-                        give_up = time.monotonic() + FINISH_GRACE_S
-                    else:
-                        self._handle(msg)
+                    self._pump_period()
         except (EOFError, OSError):
             pass  # the child is gone
         code = self.reap(1.0)
         if code is None:  # a teardown that hangs must not hold the restart back
             self.process.kill()
             code = self.reap(1.0)
-        if error is not None:
-            self.error = ChildCrashed(error)
+        if self._error is not None:
+            self.error = ChildCrashed(self._error)
         elif not self._stopping:
             self.error = ChildCrashed(_death(self.pid, code))
+
+    def _pump_period(self) -> None:
+        """One period of the device bridge, locked to the child's ticks: sensors copied in just
+        before its next deadline, new commands copied out just after it (a tick that runs
+        longer has its command picked up a period later)."""
+        bridge = self._bridge
+        period = round(1e9 / self.rate_hz)
+        lead = min(PUMP_LEAD_NS, period // 4)
+        now = time.perf_counter_ns()
+        last = bridge.last_tick_ns()
+        due = last + ((now - last + lead) // period + 1) * period - lead if last else now
+        self._wait_until(due)
+        bridge.pump()
+        self._wait_until(due + 2 * lead)
+        bridge.pump_actuators()
+
+    def _wait_until(self, target_ns: int) -> None:
+        """Serve the pipe until `target_ns` (perf_counter_ns); the last stretch is slept, as a
+        pipe poll counts in whole milliseconds."""
+        while self._error is None:
+            remaining = target_ns - time.perf_counter_ns()
+            if remaining <= 0:
+                break
+            if remaining > POLL_SLACK_NS:
+                self._drain((remaining - POLL_SLACK_NS) / 1e9)
+            else:
+                time.sleep(remaining / 1e9)
+        self._drain(0.0)
+
+    def _drain(self, timeout: float) -> None:
+        """Handle what the child sent, waiting up to `timeout` for the first message."""
+        conn = self._conn
+        while conn.poll(timeout):
+            timeout = 0.0
+            msg = conn.recv()
+            if msg[0] == "error":
+                self._error = msg[1]
+                self._give_up = time.monotonic() + FINISH_GRACE_S
+            else:
+                self._handle(msg)
 
     def _handle(self, msg: tuple[Any, ...]) -> None:
         kind = msg[0]

@@ -30,6 +30,8 @@ import numpy.typing as npt
 
 from agent.hal.base import Actuator, ActuatorSpec, Buffer, Sensor, SensorSpec
 
+_CLOCK_BYTES = 8
+"""One int64 word at the start of the block: the child's latest tick start (perf_counter_ns)."""
 _HEADER_BYTES = 16
 """Two int64 words per buffer: the sequence and `fresh` (sensors: the last read succeeded)."""
 _READ_TRIES = 4
@@ -46,8 +48,8 @@ class Layout:
 
     @classmethod
     def of(cls, sensors: Mapping[str, SensorSpec], actuators: Mapping[str, ActuatorSpec]) -> Layout:
-        """Sensors first, then actuators, each header + values, aligned to 8 bytes."""
-        offset = 0
+        """The clock word, then sensors, then actuators, each header + values, 8-byte aligned."""
+        offset = _CLOCK_BYTES
 
         def place(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, tuple[int, ...]]]:
             nonlocal offset
@@ -168,6 +170,8 @@ class DeviceBlock:
         self._owner = owner
         buf = shm.buf
         assert buf is not None
+        self.clock = buf[:_CLOCK_BYTES].cast("q")
+        """Word 0: the start of the child's latest tick (perf_counter_ns; 0 before the first)."""
         self.sensors = {n: BUFFER_TYPE(buf, o, s) for n, (o, s) in layout.sensors.items()}
         self.actuators = {n: BUFFER_TYPE(buf, o, s) for n, (o, s) in layout.actuators.items()}
 
@@ -258,16 +262,27 @@ class Bridge:
             for n, a in actuators.items()
         ]
         self._seen = [0] * len(self._actuators)
+        self._clock = block.clock
 
     @property
     def idle(self) -> bool:
         """True when the plugin has no devices: nothing to bridge."""
         return not self._sensors and not self._actuators
 
+    def last_tick_ns(self) -> int:
+        """When the child's latest tick started (perf_counter_ns, one clock for all processes on
+        Linux); 0 before its first."""
+        last: int = self._clock[0]
+        return last
+
     def pump(self) -> None:
         """One pass: every sensor read and published, every changed command applied."""
         for read, publish, buf in self._sensors:
             publish(buf, read(buf))
+        self.pump_actuators()
+
+    def pump_actuators(self) -> None:
+        """Every command the child wrote since the last pass, applied."""
         for i, (shared, write, buf) in enumerate(self._actuators):
             seq = shared.seq
             if seq != self._seen[i] and shared.read(buf):

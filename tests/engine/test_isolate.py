@@ -146,6 +146,25 @@ def test_outputs_devices_and_changes_work_the_same_in_either_place(
     assert stats["ticks"] > 0 and stats["tick_us"]["p50"] > 0
 
 
+def test_an_isolated_plugin_reads_sensors_copied_just_before_its_tick(
+    hosts: list[PluginHost], tmp_path: Path
+) -> None:
+    # The host copies sensor readings into shared memory just before the child's deadline (not
+    # at a rate of its own, which would leave them up to a period old): at 200 Hz a reading
+    # is 0.2 ms old at the tick, plus the host thread's wake-up, against a 5 ms period.
+    host = start_host(hosts, tmp_path, [{"name": "age", "rate_hz": 200, "isolate": True}])
+    channel = host.runner("age").res.channel
+    ages: list[float] = []
+
+    def collected() -> bool:
+        ages.extend(channel.drain_telemetry()[1][:, 0].tolist())
+        return len(ages) >= 400
+
+    assert until(collected)
+    period_us = 1e6 / 200
+    assert float(np.median(ages[100:])) < 0.25 * period_us  # after the lock has settled
+
+
 def test_a_segfault_in_an_isolated_plugin_restarts_it_and_nothing_else(
     hosts: list[PluginHost], tmp_path: Path
 ) -> None:

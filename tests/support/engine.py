@@ -347,6 +347,54 @@ class SegfaultPlugin(Plugin):
             ctypes.string_at(0)  # a NULL read in C: SIGSEGV, no Python exception
 
 
+class ClockSim(Simulator):
+    """One sensor, `clock`: the microsecond within the current second of perf_counter_ns at the
+    moment it is read (exact in float32), so a plugin can tell how old its reading is."""
+
+    dt: ClassVar[float] = 0.01
+    sensors: ClassVar[dict[str, SensorSpec]] = {"clock": SensorSpec((1,))}
+    actuators: ClassVar[dict[str, ActuatorSpec]] = {}
+
+    def reset(self, seed: int) -> None:
+        """Start at t=0."""
+        self.t = 0.0
+
+    def step(self) -> None:
+        """Only the simulated time moves: the reading is taken from the clock."""
+        self.t += self.dt
+
+    def read(self, sensor: str, out: npt.NDArray[np.float32]) -> bool:
+        """The reading time, in microseconds modulo one second."""
+        out[0] = (time.perf_counter_ns() // 1000) % 1_000_000
+        return True
+
+    def actuate(self, actuator: str, value: npt.NDArray[np.float32]) -> None:
+        """No actuators."""
+
+
+class AgePlugin(Plugin):
+    """Emits, every tick, how many microseconds old its `clock` reading is."""
+
+    sensors: ClassVar[dict[str, SensorSpec]] = {"clock": SensorSpec((1,))}
+    telemetry_fields = ("age_us",)
+    default_rate_hz = 200.0
+    simulator = "tests.support.engine:ClockSim"
+
+    def setup(self, ctx: PluginContext) -> None:
+        """Keep the sensor and the channel."""
+        self.read = ctx.sensors["clock"].read_into
+        self.emit = ctx.out.telemetry
+        self.clock = np.zeros(1, np.float32)
+        self.row = np.zeros(1, np.float64)
+
+    def tick(self, now_ns: int) -> None:
+        """Read the clock sensor; report its age."""
+        if self.read(self.clock):
+            age = ((now_ns // 1000) - int(self.clock[0])) % 1_000_000
+            self.row[0] = age if age < 500_000 else age - 1_000_000  # read after `now_ns`: < 0
+            self.emit(now_ns, self.row)
+
+
 def write_counting(shm_name: str, layout: Layout, writes: int) -> None:
     """In a child process: publish `writes` readings of sensor `signal`, the k-th all k."""
     from agent.engine.isolate_shm import DeviceBlock
@@ -368,6 +416,7 @@ ENTRY_POINTS = {
     "wave": "tests.support.engine:WavePlugin",
     "beacon": "tests.support.engine:BeaconPlugin",
     "segfault": "tests.support.engine:SegfaultPlugin",
+    "age": "tests.support.engine:AgePlugin",
 }
 
 
@@ -392,6 +441,7 @@ PLUGINS: dict[str, type[Plugin]] = {
     "wave": WavePlugin,
     "beacon": BeaconPlugin,
     "segfault": SegfaultPlugin,
+    "age": AgePlugin,
 }
 
 
