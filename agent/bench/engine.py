@@ -32,6 +32,7 @@ from typing import Any
 from agent.bench.bare import bare_call, time_tight
 from agent.bench.breakdown import breakdown
 from agent.bench.imports import import_breakdown
+from agent.bench.isolation import compare_isolated, with_isolation
 from agent.config.sections import AgentConfig
 from agent.engine.gc_slack import SlackCollector
 from agent.engine.histogram import Histogram, HistogramSnapshot
@@ -57,23 +58,30 @@ def bench_engine(
     registry: PluginRegistry | None = None,
     progress: Progress | None = None,
     isolate: list[str] | None = None,
+    isolate_rounds: int = 1,
 ) -> dict[str, Any]:
     """Run every phase and return the report (shape documented in the issue, plus extras);
     `progress` hears one line as each phase starts (the whole run takes a while). The plugins
-    named in `isolate` run in process in the agent phase, then once more in a child process
-    (`isolate = true`) with everything else as before: `isolated` in their reports."""
+    named in `isolate` run in process in the agent phase, then in a child process with
+    everything else as before (`isolate_rounds` times, alternating; agent/bench/isolation.py):
+    `isolated` in their reports."""
     floor_s = floor_s if floor_s is not None else min(duration_s, 10.0)
     say = progress if progress is not None else _silent
     isolate = isolate or []
     # Per plugin: ~1 s tight, floor_s / 2 paced, floor_s empty; then ~2 s for the RSS floor.
-    total = duration_s * (2 if isolate else 1) + len(config.plugins) * (1.0 + 1.5 * floor_s) + 2
+    phases = 2 * isolate_rounds if isolate else 1
+    total = duration_s * phases + len(config.plugins) * (1.0 + 1.5 * floor_s) + 2
     say(f"about {total:.0f} s in all: the agent first, then baselines per plugin")
     say(f"agent: every plugin ticking for {duration_s:g} s")
     run = _agent_phase(with_isolation(config, isolate, False), duration_s, registry)
-    isolated: dict[str, Any] = {}
-    if isolate:
-        say(f"agent again, {', '.join(isolate)} in a child process, for {duration_s:g} s")
-        isolated = _agent_phase(with_isolation(config, isolate, True), duration_s, registry)
+    isolated = compare_isolated(
+        config,
+        isolate,
+        first=run,
+        rounds=isolate_rounds,
+        run=lambda cfg: _agent_phase(cfg, duration_s, registry, stages=False),
+        say=say,
+    )
     mode = RealtimeMode(config.engine)
     plugin_configs = {pc.name: pc for pc in config.plugins}
     plugins = []
@@ -99,10 +107,8 @@ def bench_engine(
         report["cpu_affinity"] = policy.cpu_affinity
         report["stages_us"] = run["stages"].get(name)
         report["accelerator"] = run["accelerators"].get(name)
-        if name in isolate:
-            report["isolated"] = isolated_report(stats, isolated["stats"][name])
-            report["isolated"]["child_rss_mb"] = isolated["child_rss_mb"].get(name)
-            report["isolated"]["host_rss_mb"] = round(isolated["rss_mb"], 1)
+        if name in isolated:
+            report["isolated"] = isolated[name]
         plugins.append(report)
     say("memory floor: the same libraries and models in a bare process")
     floor_rss = floor_rss_mb(run["modules"], list(run["models"].values()), config.runtime.threads)
@@ -131,7 +137,11 @@ class LoopPolicy:
 
 
 def _agent_phase(
-    config: AgentConfig, duration_s: float, registry: PluginRegistry | None
+    config: AgentConfig,
+    duration_s: float,
+    registry: PluginRegistry | None,
+    *,
+    stages: bool = True,
 ) -> dict[str, Any]:
     app = AgentApp(config, registry=registry)
     app.start()
@@ -141,10 +151,10 @@ def _agent_phase(
         ready_ms = process_age_s() * 1e3
         time.sleep(duration_s)
         stats = app.host.stats()
-        stages = {  # an isolated plugin's tick runs in another process: nothing to proxy here
+        breakdowns = {  # an isolated plugin's tick runs in another process: nothing to proxy
             name: breakdown(app.host.runner(name), min(duration_s, 5.0))
             for name in stats
-            if stats[name]["state"] == "running" and not stats[name].get("isolated")
+            if stages and stats[name]["state"] == "running" and not stats[name].get("isolated")
         }
         children = {  # isolated plugins: the RSS of their own processes
             str(p["name"]): round(rss_mb(p["pid"]), 1) for p in app.host.plugins() if p.get("pid")
@@ -160,7 +170,7 @@ def _agent_phase(
             "child_rss_mb": children,
             "modules": library_modules(),
             "stats": stats,
-            "stages": stages,
+            "stages": breakdowns,
             "models": models,
             "accelerators": {name: slot.model.accelerator for name, slot in slots.items()},
         }
@@ -239,35 +249,6 @@ def _plugin_report(
         report["bare_paced_us"] = {"p50": paced["p50"], "p99": paced["p99"]}
         report["ratio_p50_paced"] = _ratio(tick["p50"], paced["p50"])
     return report
-
-
-def with_isolation(config: AgentConfig, names: list[str], isolate: bool) -> AgentConfig:
-    """`config` with `isolate` set as given on the plugins named; EdgeAgentError if one is not
-    configured."""
-    if not names:
-        return config
-    unknown = set(names) - {pc.name for pc in config.plugins}
-    if unknown:
-        raise EdgeAgentError(f"bench --isolate: no plugin {', '.join(sorted(unknown))} configured")
-    plugins = [
-        pc.model_copy(update={"isolate": isolate}) if pc.name in names else pc
-        for pc in config.plugins
-    ]
-    return config.model_copy(update={"plugins": plugins})
-
-
-def isolated_report(in_process: dict[str, Any], isolated: dict[str, Any]) -> dict[str, Any]:
-    """The same plugin's tick and lateness in a child process, and its tick p50 over the one in
-    process (`ratio_p50`; the issue's goal is <= 1.3)."""
-    tick, late = isolated["tick_us"], isolated["lateness_us"]
-    return {
-        "tick_us": {"p50": tick["p50"], "p99": tick["p99"]},
-        "lateness_us": {"p50": late["p50"], "p99": late["p99"], "max": late["max"]},
-        "ticks": isolated["ticks"],
-        "overruns": isolated["overruns"],
-        "overrun_pct": round(100.0 * isolated["overruns"] / max(isolated["ticks"], 1), 3),
-        "ratio_p50": _ratio(tick["p50"], in_process["tick_us"]["p50"]),
-    }
 
 
 def _silent(line: str) -> None:

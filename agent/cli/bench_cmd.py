@@ -50,6 +50,14 @@ def register(sub: Any) -> None:
         help="run PLUGIN once more in its own process (isolate = true) after the agent phase and "
         "report its tick beside the in-process one (repeatable; adds --duration)",
     )
+    p.add_argument(
+        "--isolate-rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --isolate: alternate in-process and isolated runs N times and report medians "
+        "(on a shared machine one pair of runs says little)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=bench)
 
@@ -75,6 +83,7 @@ def bench(args: argparse.Namespace) -> int:
             floor_s=args.floor_duration,
             progress=None if _quiet(args) else _progress,
             isolate=args.isolate,
+            isolate_rounds=max(1, args.isolate_rounds),
         )
     except EdgeAgentError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
@@ -148,7 +157,8 @@ def _print_table(report: dict[str, Any]) -> None:
         if iso:
             print(
                 f"{p['plugin']} isolated: tick p50 {iso['tick_us']['p50']:g} us against "
-                f"{p['tick_us']['p50']:g} us in process (x{iso['ratio_p50']}), "
+                f"{iso['in_process_tick_us']['p50']:g} us in process (x{iso['ratio_p50']}, "
+                f"medians of {iso['rounds']} rounds), "
                 f"late p99 {iso['lateness_us']['p99']:g} us, "
                 f"overruns {iso['overruns']}/{iso['ticks']}"
             )
