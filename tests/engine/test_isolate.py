@@ -294,8 +294,9 @@ def test_reload_adds_and_rerates_an_isolated_plugin_and_names_a_flip_as_restart_
     host.reload(kit.make_config(plugins, state_dir=str(tmp_path)))
     assert row(host, "beacon")["rate_hz"] == 50.0
     plugins[0]["isolate"] = True
+    plugins[1]["model"] = "robot_policy"  # its child loaded the default: no slot to swap into
     result = host.reload(kit.make_config(plugins, state_dir=str(tmp_path)))
-    assert result["restart_required"] == ["plugins[counter].isolate"]
+    assert result["restart_required"] == ["plugins[counter].isolate", "plugins[beacon].model"]
     assert row(host, "counter").get("pid") is None  # still in process until the next start
 
 
