@@ -37,6 +37,11 @@ from agent.runtime.base import Model
 
 __all__ = ["ChildCrashed", "IsolatedRunner", "ModelSource"]
 
+STUCK_S = 3.0
+"""A child whose tick count stands still this long (or three periods, if longer) is killed and
+restarted: before the systemd watchdog, which checks every 5 s (WatchdogSec=10s), would give up
+on the whole agent for it."""
+
 
 class IsolatedRunner(PluginRunner):
     """A `PluginRunner` whose loop runs in a child process (`isolate = true`)."""
@@ -55,6 +60,7 @@ class IsolatedRunner(PluginRunner):
         self._block: DeviceBlock | None = None
         self._pending: ChildLoop | None = None
         self._child: ChildLoop | None = None
+        self._progress = (0, 0.0)  # the child's tick count, and when it last changed
 
     def setup(self) -> None:
         """Start a child that imports the plugin, loads its model and runs its setup."""
@@ -109,7 +115,21 @@ class IsolatedRunner(PluginRunner):
             self._loop = child  # type: ignore[assignment]  # the runner reads a Loop's surface
             self.state = "running"
             self._started_at = time.monotonic()
+            self._progress = (0, self._started_at)
             self._watch.restart()
+
+    def _check_running(self, now: float) -> None:
+        """As in process, and a child stuck in one tick is killed, which ends in the usual
+        crash path: a thread stuck there can only stop the watchdog's pings (the whole agent
+        restarts), a process can be ended alone."""
+        child = self._child
+        if child is not None and child.alive and child.error is None:
+            ticks, since = self._progress
+            if child.ticks != ticks:
+                self._progress = (child.ticks, now)
+            elif now - since > max(STUCK_S, 3.0 / self._rate_hz):
+                child.kill_stuck(now - since)
+        super()._check_running(now)
 
     def post(self, fn: Callable[[], Any], timeout: float = 2.0) -> Any:
         """Run `fn` here when nothing runs; PluginError while a child does."""

@@ -73,6 +73,7 @@ class ChildLoop:
         self.model_version: str | None = None
         self._replies: queue.Queue[str | None] = queue.Queue()
         self._stopping = False
+        self._stuck_s: float | None = None
         self._error: str | None = None
         """The child's report of its tick's exception, once it sent one."""
         self._give_up = float("inf")
@@ -150,6 +151,13 @@ class ChildLoop:
                 self._conn.close()
         return self.reap(0.0) is not None
 
+    def kill_stuck(self, seconds: float) -> None:
+        """End a child whose ticks stopped `seconds` ago: reported as a crash saying so."""
+        self._stuck_s = seconds
+        log.error("plugin %s: no tick for %.1f s; killing child %s", self.name, seconds, self.pid)
+        with contextlib.suppress(ValueError, OSError):
+            self.process.kill()
+
     def post(self, fn: Callable[[], Any], timeout: float = 2.0) -> Any:
         """Code cannot run between the ticks of another process."""
         raise PluginError(f"plugin {self.name!r} is isolated: no code runs between its ticks")
@@ -192,6 +200,10 @@ class ChildLoop:
             code = self.reap(1.0)
         if self._error is not None:
             self.error = ChildCrashed(self._error)
+        elif self._stuck_s is not None:
+            self.error = ChildCrashed(
+                f"child process {self.pid} stuck in a tick for {self._stuck_s:.1f} s; killed"
+            )
         elif not self._stopping:
             self.error = ChildCrashed(_death(self.pid, code))
 

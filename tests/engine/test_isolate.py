@@ -214,6 +214,35 @@ def test_a_segfault_in_an_isolated_plugin_restarts_it_and_nothing_else(
     assert host.tick_counters().keys() == {"counter", "segfault"}
 
 
+def test_an_isolated_plugin_stuck_in_a_tick_is_killed_and_restarted(
+    hosts: list[PluginHost], tmp_path: Path
+) -> None:
+    flag = tmp_path / "stuck-once"
+    host = start_host(
+        hosts,
+        tmp_path,
+        [
+            {"name": "counter", "rate_hz": 200},
+            {
+                "name": "segfault",
+                "rate_hz": 200,
+                "isolate": True,
+                "params": {"crash_at": 20, "flag": str(flag), "hang": True},
+            },
+        ],
+    )
+    channel = host.runner("segfault").res.channel
+    first = row(host, "segfault")["pid"]
+    assert until(lambda: row(host, "segfault")["restarts"] == 1)
+    stuck = row(host, "segfault")
+    assert "stuck in a tick" in stuck["last_error"] and gone(first)
+    events = [e for e in channel.drain_events() if e.kind == "plugin_failed"]
+    assert len(events) == 1 and "stuck in a tick" in events[0].data["error"]
+    ticks = stuck["ticks"]
+    assert until(lambda: row(host, "segfault")["ticks"] > ticks)  # the new child ticks on
+    assert row(host, "counter")["restarts"] == 0
+
+
 def test_a_native_crash_in_setup_is_a_setup_failure_of_that_plugin_only(
     hosts: list[PluginHost], tmp_path: Path
 ) -> None:

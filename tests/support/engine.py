@@ -317,6 +317,7 @@ class SegfaultParams(PluginParams):
     crash_at: int = Field(20, ge=1, description="Crash on this tick")
     flag: str = Field("", description="Crash only while this file does not exist (made first)")
     in_setup: bool = Field(False, description="Crash in setup instead (a model that kills on load)")
+    hang: bool = Field(False, description="Block in the tick instead (a driver call that hangs)")
 
 
 class SegfaultPlugin(Plugin):
@@ -344,6 +345,8 @@ class SegfaultPlugin(Plugin):
         if flag is None or not flag.exists():
             if flag is not None:
                 flag.touch()
+            if self.p.hang:
+                time.sleep(3600)  # blocked in C, as in a USB transfer that never returns
             ctypes.string_at(0)  # a NULL read in C: SIGSEGV, no Python exception
 
 
