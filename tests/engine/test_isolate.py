@@ -19,6 +19,7 @@ from agent.errors import PluginError
 from agent.events import Event
 from agent.hal.base import SensorSpec
 from agent.hal.sim import SimHal
+from agent.service.watchdog import loops_ticking
 from tests.support import engine as kit
 from tests.support.waiting import until
 
@@ -184,6 +185,8 @@ def test_a_segfault_in_an_isolated_plugin_restarts_it_and_nothing_else(
     )
     failed = host.runner("segfault").res.channel
     first_pid = row(host, "segfault")["pid"]
+    watchdog = loops_ticking(host.tick_counters)  # the check that feeds systemd's watchdog
+    assert watchdog() is None
     before, t0 = host.stats()["counter"], time.perf_counter()
     assert until(flag.exists)  # the child has read address 0
     assert until(lambda: row(host, "segfault")["restarts"] == 1)
@@ -212,6 +215,7 @@ def test_a_segfault_in_an_isolated_plugin_restarts_it_and_nothing_else(
     calm = (control["ticks"] - after["ticks"]) / control_s
     assert during >= 0.8 * calm
     assert host.tick_counters().keys() == {"counter", "segfault"}
+    assert watchdog() is None  # every loop moved on: the pings never stopped
 
 
 def test_an_isolated_plugin_stuck_in_a_tick_is_killed_and_restarted(
