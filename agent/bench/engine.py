@@ -32,6 +32,7 @@ from typing import Any
 from agent.bench.bare import bare_call, time_tight
 from agent.bench.breakdown import breakdown
 from agent.bench.imports import import_breakdown
+from agent.bench.isolation import compare_isolated, with_isolation
 from agent.config.sections import AgentConfig
 from agent.engine.gc_slack import SlackCollector
 from agent.engine.histogram import Histogram, HistogramSnapshot
@@ -56,16 +57,31 @@ def bench_engine(
     floor_s: float | None = None,
     registry: PluginRegistry | None = None,
     progress: Progress | None = None,
+    isolate: list[str] | None = None,
+    isolate_rounds: int = 1,
 ) -> dict[str, Any]:
     """Run every phase and return the report (shape documented in the issue, plus extras);
-    `progress` hears one line as each phase starts (the whole run takes a while)."""
+    `progress` hears one line as each phase starts (the whole run takes a while). The plugins
+    named in `isolate` run in process in the agent phase, then in a child process with
+    everything else as before (`isolate_rounds` times, alternating; agent/bench/isolation.py):
+    `isolated` in their reports."""
     floor_s = floor_s if floor_s is not None else min(duration_s, 10.0)
     say = progress if progress is not None else _silent
+    isolate = isolate or []
     # Per plugin: ~1 s tight, floor_s / 2 paced, floor_s empty; then ~2 s for the RSS floor.
-    total = duration_s + len(config.plugins) * (1.0 + 1.5 * floor_s) + 2.0
+    phases = 2 * isolate_rounds if isolate else 1
+    total = duration_s * phases + len(config.plugins) * (1.0 + 1.5 * floor_s) + 2
     say(f"about {total:.0f} s in all: the agent first, then baselines per plugin")
     say(f"agent: every plugin ticking for {duration_s:g} s")
-    run = _agent_phase(config, duration_s, registry)
+    run = _agent_phase(with_isolation(config, isolate, False), duration_s, registry)
+    isolated = compare_isolated(
+        config,
+        isolate,
+        first=run,
+        rounds=isolate_rounds,
+        run=lambda cfg: _agent_phase(cfg, duration_s, registry, stages=False),
+        say=say,
+    )
     mode = RealtimeMode(config.engine)
     plugin_configs = {pc.name: pc for pc in config.plugins}
     plugins = []
@@ -91,6 +107,8 @@ def bench_engine(
         report["cpu_affinity"] = policy.cpu_affinity
         report["stages_us"] = run["stages"].get(name)
         report["accelerator"] = run["accelerators"].get(name)
+        if name in isolated:
+            report["isolated"] = isolated[name]
         plugins.append(report)
     say("memory floor: the same libraries and models in a bare process")
     floor_rss = floor_rss_mb(run["modules"], list(run["models"].values()), config.runtime.threads)
@@ -119,7 +137,11 @@ class LoopPolicy:
 
 
 def _agent_phase(
-    config: AgentConfig, duration_s: float, registry: PluginRegistry | None
+    config: AgentConfig,
+    duration_s: float,
+    registry: PluginRegistry | None,
+    *,
+    stages: bool = True,
 ) -> dict[str, Any]:
     app = AgentApp(config, registry=registry)
     app.start()
@@ -129,10 +151,13 @@ def _agent_phase(
         ready_ms = process_age_s() * 1e3
         time.sleep(duration_s)
         stats = app.host.stats()
-        stages = {
+        breakdowns = {  # an isolated plugin's tick runs in another process: nothing to proxy
             name: breakdown(app.host.runner(name), min(duration_s, 5.0))
             for name in stats
-            if stats[name]["state"] == "running"
+            if stages and stats[name]["state"] == "running" and not stats[name].get("isolated")
+        }
+        children = {  # isolated plugins: the RSS of their own processes
+            str(p["name"]): round(rss_mb(p["pid"]), 1) for p in app.host.plugins() if p.get("pid")
         }
         slots = app.host.model_slots()
         models = {
@@ -142,9 +167,10 @@ def _agent_phase(
         return {
             "ready_ms": ready_ms,
             "rss_mb": rss_mb(),
+            "child_rss_mb": children,
             "modules": library_modules(),
             "stats": stats,
-            "stages": stages,
+            "stages": breakdowns,
             "models": models,
             "accelerators": {name: slot.model.accelerator for name, slot in slots.items()},
         }

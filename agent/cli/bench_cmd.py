@@ -1,4 +1,5 @@
-"""`edge-agent bench --config FILE [--duration S] [--json]`: tick cost and jitter, as ratios.
+"""`edge-agent bench --config FILE [--duration S] [--isolate PLUGIN] [--json]`: tick cost and
+jitter, as ratios.
 
 With --json, stdout carries exactly one JSON object; without, a table with units. Progress (one
 line per phase, with the expected total time) and logs go to stderr; -q silences the progress.
@@ -41,6 +42,22 @@ def register(sub: Any) -> None:
         metavar="HOST:PORT",
         help="broker for --sync (default: a private Mosquitto on a free port)",
     )
+    p.add_argument(
+        "--isolate",
+        action="append",
+        default=[],
+        metavar="PLUGIN",
+        help="run PLUGIN once more in its own process (isolate = true) after the agent phase and "
+        "report its tick beside the in-process one (repeatable; adds --duration)",
+    )
+    p.add_argument(
+        "--isolate-rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --isolate: alternate in-process and isolated runs N times and report medians "
+        "(on a shared machine one pair of runs says little)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=bench)
 
@@ -65,6 +82,8 @@ def bench(args: argparse.Namespace) -> int:
             duration_s=args.duration,
             floor_s=args.floor_duration,
             progress=None if _quiet(args) else _progress,
+            isolate=args.isolate,
+            isolate_rounds=max(1, args.isolate_rounds),
         )
     except EdgeAgentError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
@@ -133,6 +152,16 @@ def _print_table(report: dict[str, Any]) -> None:
     for cells in (head, *rows):
         print("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
     print(RATIO_NOTE)
+    for p in report["plugins"]:
+        iso = p.get("isolated")
+        if iso:
+            print(
+                f"{p['plugin']} isolated: tick p50 {iso['tick_us']['p50']:g} us against "
+                f"{iso['in_process_tick_us']['p50']:g} us in process (x{iso['ratio_p50']}, "
+                f"medians of {iso['rounds']} rounds), "
+                f"late p99 {iso['lateness_us']['p99']:g} us, "
+                f"overruns {iso['overruns']}/{iso['ticks']}"
+            )
     if "sync" in report:
         print("sync:", json.dumps(report["sync"]))
 

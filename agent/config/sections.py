@@ -217,6 +217,11 @@ class PluginConfig(Section):
         description="sleep: sleep to engine.spin_us before each deadline, then spin; spin: "
         "spin the whole period so the core stays hot (one core at 100 %, give it cpu_affinity)",
     )
+    isolate: bool = Field(
+        default=False,
+        description="Run this plugin's loop in a child process: a native crash in its runtime or "
+        "driver restarts the plugin and leaves the agent and the other loops running",
+    )
 
     @field_validator("cpu_affinity")
     @classmethod

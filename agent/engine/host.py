@@ -120,6 +120,8 @@ class PluginHost:
                 # stuck in a tick keeps its model: closing it under a running invoke could crash.
                 if ended and runner.res.slot is not None:
                     runner.res.slot.model.close()
+                if ended:
+                    runner.close()
             self._mode.leave()
             self.started = False
 
@@ -138,7 +140,9 @@ class PluginHost:
     def _build(self, pc: PluginConfig, params: PluginParams) -> PluginRunner:
         cls = self._classes[pc.name].for_params(params)
         model_name = pc.model or cls.default_model
-        slot = ModelSlot(self._load(pc.name, model_name)) if model_name else None
+        # An isolated plugin loads its model in its own process: one that crashes the runtime on
+        # load must cost that process, not the host.
+        slot = ModelSlot(self._load(pc.name, model_name)) if model_name and not pc.isolate else None
         try:
             sensors, actuators = self.hal.devices_for(
                 pc.name, simulator=cls.simulator, sensors=cls.sensors, actuators=cls.actuators
@@ -147,7 +151,7 @@ class PluginHost:
             if slot is not None:
                 slot.model.close()
             raise
-        runner = PluginRunner(
+        runner = self._runner_type(pc)(
             pc.name,
             cls,
             params=params,
@@ -161,10 +165,32 @@ class PluginHost:
             engine=self.config.engine,
             stable_s=self._stable_s,
             overrun_window_s=self._overrun_window_s,
+            **self._isolation(pc),
         )
         self._runners[pc.name] = runner
         self._unbuilt_params.pop(pc.name, None)  # the runner owns them from now on
         return runner
+
+    def _runner_type(self, pc: PluginConfig) -> type[PluginRunner]:
+        if not pc.isolate:
+            return PluginRunner
+        from agent.engine.isolate import IsolatedRunner  # only a config that isolates pays for it
+
+        return IsolatedRunner
+
+    def _isolation(self, pc: PluginConfig) -> dict[str, Any]:
+        """What an isolated runner needs beyond a plain one: the class to import in the child
+        and where the child loads models from (the host's own loader stays in the host)."""
+        if not pc.isolate:
+            return {}
+        from agent.engine.isolate_child import ModelSource
+
+        base = self._classes[pc.name]
+        config = self.config
+        return {
+            "plugin_ref": f"{base.__module__}:{base.__qualname__}",
+            "models": ModelSource(config.models_dir, config.state_dir, config.runtime),
+        }
 
     def _load(self, plugin: str, model_name: str) -> Model:
         try:
@@ -180,6 +206,7 @@ class PluginHost:
             self._unbuilt_params[name] = runner.params  # dropped with the config entry, if any
             if runner.res.slot is not None:
                 runner.res.slot.model.close()
+            runner.close()
             self.hal.release(name)
 
     def runner(self, name: str) -> PluginRunner:

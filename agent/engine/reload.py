@@ -59,6 +59,13 @@ def diff_configs(old: AgentConfig, new: AgentConfig) -> ConfigDiff:
             if getattr(old_pc, f) != getattr(new_pc, f)
             or (f == "rate_hz" and _rate_set(old_pc) != _rate_set(new_pc))
         ]
+        if old_pc.isolate or new_pc.isolate:
+            # An isolated plugin's model is loaded in its child only (no slot in the host to swap
+            # into), and in or out of a child is a different kind of runner: the next start.
+            for key in ("model", "isolate"):
+                if getattr(old_pc, key) != getattr(new_pc, key):
+                    diff.restart_required.append(f"plugins[{name}].{key}")
+            fields = [f for f in fields if f != "model"]
         if fields:
             diff.changed[name] = PluginChange(old_pc, new_pc, fields)
     return diff

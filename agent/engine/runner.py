@@ -7,9 +7,9 @@ and the plugin in one mail between two ticks (the loop's period and `ctx.rate_hz
 written only there). Control calls from any thread are serialized by the runner's lock, which the
 loop thread never takes; whatever must happen between two ticks goes through the loop's mailbox.
 
-A restart reuses the model slot: a crash storm never reloads a model (no native memory per
-restart). Crashes come in episodes (agent/engine/crashes.py); the backoff resets when one ends,
-while `crashes` and `restarts` (status and metrics) and `last_error` (status) stay exact.
+A restart reuses the model slot: a crash storm never reloads a model. Crashes come in episodes
+(agent/engine/crashes.py); the backoff resets when one ends, while `crashes` and `restarts`
+(status and metrics) and `last_error` (status) stay exact.
 """
 
 from __future__ import annotations
@@ -155,6 +155,9 @@ class PluginRunner:
             self._plugin = None  # a stuck tick keeps its instance; a restart gets a fresh one
             self.state = "stopped"
             return ended
+
+    def close(self) -> None:
+        """Release what outlives a stop (an isolated runner's shared memory; nothing here)."""
 
     def restart(self, timeout: float = 1.0) -> None:
         """Stop, then start with a fresh instance and setup."""

@@ -77,6 +77,24 @@ def test_bench_table_has_units_both_ratios_and_the_accelerator(tmp_path: Path) -
     assert "x tight / x paced:" in lines[3]
 
 
+def test_bench_isolate_reports_the_isolated_tick_beside_the_in_process_one(
+    tmp_path: Path,
+) -> None:
+    args = ["--duration", "1", "--floor-duration", "0.3", "--isolate", "wave"]
+    out = _bench(tmp_path, *args, "--isolate-rounds", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    (wave,) = json.loads(out.stdout)["plugins"]
+    assert wave["stages_us"]["ticks"] > 0  # the agent phase ran it in process
+    iso = wave["isolated"]
+    assert iso["rounds"] == 2 and len(iso["per_round_p50_us"]) == 2
+    assert iso["per_round_p50_us"][0][0] == wave["tick_us"]["p50"]  # round 1: the agent phase
+    assert 0 < iso["tick_us"]["p50"] <= iso["tick_us"]["p99"] and iso["ticks"] > 200
+    assert iso["ratio_p50"] == round(iso["tick_us"]["p50"] / iso["in_process_tick_us"]["p50"], 2)
+    assert iso["child_rss_mb"] > 0 and iso["host_rss_mb"] > 0
+    progress = out.stderr.splitlines()
+    assert any("round 2 of 2: the agent again, wave in a child process" in s for s in progress)
+
+
 @pytest.mark.slow
 def test_bench_sync_adds_publish_and_outbox_figures(tmp_path: Path) -> None:
     site = kit.write_entry_points(tmp_path / "site")

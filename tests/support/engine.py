@@ -6,6 +6,8 @@ directory (see `write_entry_points`), with `paths.child_env` putting `tests.supp
 
 from __future__ import annotations
 
+import ctypes
+import os
 import threading
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ from pydantic import Field
 
 from agent.config.sections import AgentConfig, RuntimeConfig
 from agent.engine.host import PluginHost
+from agent.engine.isolate_shm import Layout
 from agent.hal.base import ActuatorSpec, SensorSpec
 from agent.hal.router import Hal
 from agent.hal.simulator import Simulator
@@ -278,6 +281,135 @@ class WavePlugin(Plugin):
         self.every = params.telemetry_every  # type: ignore[attr-defined]
 
 
+class BeaconParams(PluginParams):
+    """Params of BeaconPlugin."""
+
+    every: int = Field(10, ge=1, description="Raise a `beat` event every n ticks")
+
+
+class BeaconPlugin(Plugin):
+    """Raises a `beat` event (carrying its tick number and pid) every n ticks."""
+
+    Params = BeaconParams
+    default_rate_hz = 200.0
+
+    def setup(self, ctx: PluginContext) -> None:
+        """Keep the channel and the interval."""
+        self.out = ctx.out
+        self.every = ctx.params.every  # type: ignore[attr-defined]
+        self.pid = os.getpid()
+        self.n = 0
+
+    def tick(self, now_ns: int) -> None:
+        """Count; beat every n ticks."""
+        self.n += 1
+        if self.n % self.every == 0:
+            self.out.event(now_ns, "beat", 1.0, n=self.n, pid=self.pid)
+
+    def apply_params(self, params: PluginParams) -> None:
+        """Take a new interval."""
+        self.every = params.every  # type: ignore[attr-defined]
+
+
+class SegfaultParams(PluginParams):
+    """Params of SegfaultPlugin."""
+
+    crash_at: int = Field(20, ge=1, description="Crash on this tick")
+    flag: str = Field("", description="Crash only while this file does not exist (made first)")
+    in_setup: bool = Field(False, description="Crash in setup instead (a model that kills on load)")
+    hang: bool = Field(False, description="Block in the tick instead (a driver call that hangs)")
+
+
+class SegfaultPlugin(Plugin):
+    """Dies of SIGSEGV on its n-th tick, from native code, the way a broken delegate would;
+    with `flag`, only the first instance does (it leaves the file behind)."""
+
+    Params = SegfaultParams
+    default_rate_hz = 200.0
+
+    def setup(self, ctx: PluginContext) -> None:
+        """Read params (or crash, with `in_setup`)."""
+        self.p: SegfaultParams = ctx.params  # type: ignore[assignment]
+        self.n = 0
+        if self.p.in_setup:
+            self._crash()
+
+    def tick(self, now_ns: int) -> None:
+        """Read address 0 on tick `crash_at`."""
+        self.n += 1
+        if self.n == self.p.crash_at and not self.p.in_setup:
+            self._crash()
+
+    def _crash(self) -> None:
+        flag = Path(self.p.flag) if self.p.flag else None
+        if flag is None or not flag.exists():
+            if flag is not None:
+                flag.touch()
+            if self.p.hang:
+                time.sleep(3600)  # blocked in C, as in a USB transfer that never returns
+            ctypes.string_at(0)  # a NULL read in C: SIGSEGV, no Python exception
+
+
+class ClockSim(Simulator):
+    """One sensor, `clock`: the microsecond within the current second of perf_counter_ns at the
+    moment it is read (exact in float32), so a plugin can tell how old its reading is."""
+
+    dt: ClassVar[float] = 0.01
+    sensors: ClassVar[dict[str, SensorSpec]] = {"clock": SensorSpec((1,))}
+    actuators: ClassVar[dict[str, ActuatorSpec]] = {}
+
+    def reset(self, seed: int) -> None:
+        """Start at t=0."""
+        self.t = 0.0
+
+    def step(self) -> None:
+        """Only the simulated time moves: the reading is taken from the clock."""
+        self.t += self.dt
+
+    def read(self, sensor: str, out: npt.NDArray[np.float32]) -> bool:
+        """The reading time, in microseconds modulo one second."""
+        out[0] = (time.perf_counter_ns() // 1000) % 1_000_000
+        return True
+
+    def actuate(self, actuator: str, value: npt.NDArray[np.float32]) -> None:
+        """No actuators."""
+
+
+class AgePlugin(Plugin):
+    """Emits, every tick, how many microseconds old its `clock` reading is."""
+
+    sensors: ClassVar[dict[str, SensorSpec]] = {"clock": SensorSpec((1,))}
+    telemetry_fields = ("age_us",)
+    default_rate_hz = 200.0
+    simulator = "tests.support.engine:ClockSim"
+
+    def setup(self, ctx: PluginContext) -> None:
+        """Keep the sensor and the channel."""
+        self.read = ctx.sensors["clock"].read_into
+        self.emit = ctx.out.telemetry
+        self.clock = np.zeros(1, np.float32)
+        self.row = np.zeros(1, np.float64)
+
+    def tick(self, now_ns: int) -> None:
+        """Read the clock sensor; report its age."""
+        if self.read(self.clock):
+            age = ((now_ns // 1000) - int(self.clock[0])) % 1_000_000
+            self.row[0] = age if age < 500_000 else age - 1_000_000  # read after `now_ns`: < 0
+            self.emit(now_ns, self.row)
+
+
+def write_counting(shm_name: str, layout: Layout, writes: int) -> None:
+    """In a child process: publish `writes` readings of sensor `signal`, the k-th all k."""
+    from agent.engine.isolate_shm import DeviceBlock
+
+    block = DeviceBlock.attach(shm_name, layout)
+    buffer = block.sensors["signal"]
+    value = np.zeros(buffer.values.shape, np.float32)
+    for k in range(1, writes + 1):
+        value.fill(k)
+        buffer.write(value)
+
+
 ENTRY_POINTS = {
     "counter": "tests.support.engine:CounterPlugin",
     "probe": "tests.support.engine:ParamProbePlugin",
@@ -285,6 +417,9 @@ ENTRY_POINTS = {
     "crashy": "tests.support.engine:CrashyPlugin",
     "hang": "tests.support.engine:HangPlugin",
     "wave": "tests.support.engine:WavePlugin",
+    "beacon": "tests.support.engine:BeaconPlugin",
+    "segfault": "tests.support.engine:SegfaultPlugin",
+    "age": "tests.support.engine:AgePlugin",
 }
 
 
@@ -307,6 +442,9 @@ PLUGINS: dict[str, type[Plugin]] = {
     "crashy": CrashyPlugin,
     "hang": HangPlugin,
     "wave": WavePlugin,
+    "beacon": BeaconPlugin,
+    "segfault": SegfaultPlugin,
+    "age": AgePlugin,
 }
 
 
