@@ -133,6 +133,7 @@ def test_status_lists_connection_outbox_and_jobs(agent: Agent) -> None:
         "metrics",
         "state",
         "outbox_compaction",
+        "resubscribe",
     }
     assert [p["name"] for p in status["plugins"]] == ["gen"]
     assert set(status["commands"]) == set(BUILTIN_COMMANDS)
