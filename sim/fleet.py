@@ -341,8 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=None,
         metavar="S",
-        help="light mode, an experiment: devices wait S s (not 2) for a group broadcast before "
-        "pulling chunks themselves",
+        help="light mode, an experiment: a pulling device asks again for chunks not received "
+        "within S s (not 2); its patience with a group broadcast follows the broadcast's pace",
     )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds to keep it running")
     parser.add_argument("--rate", type=float, default=10.0, help="energy plugin rate per agent")

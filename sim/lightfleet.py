@@ -77,10 +77,11 @@ def _worker(spec: dict[str, Any]) -> None:
 
 
 def _set_ota_stall(app: Any, seconds: float) -> None:
-    """An experiment (`--ota-stall-s`), not the agent as shipped: how long a device waits for a
-    group broadcast before pulling every chunk itself (OtaMqttAdapter.stall_s, 2 s). 1,000
-    devices on two cores take longer than that to all say `receiving` (each spends ~10 ms of
-    CPU on the manifest), and the publisher broadcasts only then (docs/fleet.md)."""
+    """An experiment (`--ota-stall-s`), not the agent as shipped: how long a pulling device
+    waits for the chunks it asked for before asking again (OtaMqttAdapter.stall_s, 2 s). It
+    used to be also how long a device waited for a group broadcast, which 1,000 devices on two
+    cores outlasted (docs/fleet.md); that patience now follows the broadcast's own pace
+    (agent/ota/patience.py)."""
     for service in app.services:
         adapter = getattr(service, "_adapter", None)
         if adapter is not None and hasattr(adapter, "stall_s"):
