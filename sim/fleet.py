@@ -330,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         "--broker",
         default=None,
         metavar="HOST:PORT",
-        help="an existing broker; a private Mosquitto otherwise",
+        help="an existing broker; light mode also `nats-cluster`: a private three-node NATS "
+        "cluster, devices spread over its nodes (MQTT 3.1.1); a private Mosquitto otherwise",
     )
     parser.add_argument(
         "--protocol", choices=("5", "3.1.1"), default="5", help="MQTT version (light mode)"
@@ -348,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="energy plugin rate per agent")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    if args.broker == "nats-cluster" and args.light is None:
+        parser.error("--broker nats-cluster is for light devices (--light N)")
     if args.light is not None:
         from sim.lightfleet import run_light_fleet
 
