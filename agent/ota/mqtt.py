@@ -325,11 +325,14 @@ class OtaMqttAdapter:
 
     def _watch_once(self) -> None:
         for rx in self.service.receivers():
-            if rx.receiving is None:
+            t = rx.receiving
+            if t is None:
                 continue
             # Waiting on a broadcast never gives up: the wait is bounded (patience.py) and ends
             # in a pull, and the give-up time counts from that first request at the latest.
             pull = self._pulls.get(rx.name)
+            if pull is not None and pull.serial != t.serial:
+                pull = None  # another update's: it says nothing about this one
             waiting = pull is not None and pull.watch is not None and not pull.pulling
             since = max(rx.last_progress, pull.pulled_at if pull is not None else 0.0)
             if not waiting and time.monotonic() - since > self.give_up_s:
