@@ -330,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         "--broker",
         default=None,
         metavar="HOST:PORT",
-        help="an existing broker; a private Mosquitto otherwise",
+        help="an existing broker; light mode also `nats-cluster`: a private three-node NATS "
+        "cluster, devices spread over its nodes (MQTT 3.1.1); a private Mosquitto otherwise",
     )
     parser.add_argument(
         "--protocol", choices=("5", "3.1.1"), default="5", help="MQTT version (light mode)"
@@ -341,13 +342,15 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=None,
         metavar="S",
-        help="light mode, an experiment: devices wait S s (not 2) for a group broadcast before "
-        "pulling chunks themselves",
+        help="light mode, an experiment: a pulling device asks again for chunks not received "
+        "within S s (not 2); its patience with a group broadcast follows the broadcast's pace",
     )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds to keep it running")
     parser.add_argument("--rate", type=float, default=10.0, help="energy plugin rate per agent")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    if args.broker == "nats-cluster" and args.light is None:
+        parser.error("--broker nats-cluster is for light devices (--light N)")
     if args.light is not None:
         from sim.lightfleet import run_light_fleet
 

@@ -1,6 +1,11 @@
 """Light devices: hundreds of simulated agents per process, each the real agent minus its loops.
 
     python -m sim.fleet --light 1000 [--procs 4] [--broker HOST:PORT] [--protocol 3.1.1] --json
+    python -m sim.fleet --light 100 --broker nats-cluster --json
+
+`--broker nats-cluster` starts a private three-node NATS cluster (sim/brokers.py, MQTT 3.1.1 on
+every node) and spreads the devices over its nodes (`mqtt.hosts` in a different order per
+device); the operator and the observer connect to the first node.
 
 A light device is what `edge-agent run` builds (`build_agent`: sync service, command registry and
 built-in commands, documents, durable SQLite outbox in its own state folder, OTA service and its
@@ -30,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +60,26 @@ GIL up at every syscall, waited seconds to get it back and links missed their ke
 
 
 def device_config(
-    dev: str, group: str, *, host: str, port: int, protocol: str, state: Path, public_key: str
+    dev: str,
+    group: str,
+    *,
+    host: str,
+    port: int,
+    protocol: str,
+    state: Path,
+    public_key: str,
+    hosts: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The config of one light device: the agent's defaults, no plugins, no watchdog."""
+    """The config of one light device: the agent's defaults, no plugins, no watchdog; with
+    `hosts` (a cluster, in this device's order) instead of `host` and `port`."""
+    mqtt: dict[str, Any] = {"host": host, "port": port, "protocol": protocol}
+    if hosts:
+        mqtt = {"hosts": hosts, "protocol": protocol}
     return {
         "state_dir": str(state / dev),
         "device": {"id": dev, "group": group, "board": "generic-x86"},
         "runtime": {"accelerator": "cpu"},
-        "mqtt": {"host": host, "port": port, "protocol": protocol},
+        "mqtt": mqtt,
         "ota": {"trusted_keys": [public_key], "health_window_s": 2.0},
         "service": {"watchdog": False},
     }
@@ -77,10 +94,11 @@ def _worker(spec: dict[str, Any]) -> None:
 
 
 def _set_ota_stall(app: Any, seconds: float) -> None:
-    """An experiment (`--ota-stall-s`), not the agent as shipped: how long a device waits for a
-    group broadcast before pulling every chunk itself (OtaMqttAdapter.stall_s, 2 s). 1,000
-    devices on two cores take longer than that to all say `receiving` (each spends ~10 ms of
-    CPU on the manifest), and the publisher broadcasts only then (docs/fleet.md)."""
+    """An experiment (`--ota-stall-s`), not the agent as shipped: how long a pulling device
+    waits for the chunks it asked for before asking again (OtaMqttAdapter.stall_s, 2 s). It
+    used to be also how long a device waited for a group broadcast, which 1,000 devices on two
+    cores outlasted (docs/fleet.md); that patience now follows the broadcast's own pace
+    (agent/ota/patience.py)."""
     for service in app.services:
         adapter = getattr(service, "_adapter", None)
         if adapter is not None and hasattr(adapter, "stall_s"):
@@ -98,7 +116,8 @@ def _host_devices(spec: dict[str, Any]) -> None:
     # Build every device before starting any: building holds the GIL for seconds, and threads
     # of devices already started then queue for it, each waking every switch interval; with
     # a few hundred of them the network thread starved and links missed their keepalive.
-    for dev, group in spec["devices"]:
+    nodes = spec.get("hosts") or []
+    for dev, group, first in spec["devices"]:
         cfg = device_config(
             dev,
             group,
@@ -107,6 +126,7 @@ def _host_devices(spec: dict[str, Any]) -> None:
             protocol=spec["protocol"],
             state=Path(spec["state"]),
             public_key=spec["public_key"],
+            hosts=nodes[first:] + nodes[:first],  # spread over the cluster's nodes
         )
         try:
             built.append((dev, build_agent(AgentConfig.model_validate(cfg))))
@@ -177,11 +197,52 @@ class BrokerHandle:
     host: str
     port: int
     pid: int | None
+    nodes: list[str] = field(default_factory=list)
+    """HOST:PORT of every node of a cluster we started (the devices spread over them)."""
+    node_pids: list[int] = field(default_factory=list)
+
+    @property
+    def pids(self) -> list[int]:
+        """Every broker process we started (none for a broker given by address)."""
+        return self.node_pids or ([self.pid] if self.pid else [])
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds of every broker process we started; None for a broker given by address."""
+        return sum(cpu_s(p) for p in self.pids) if self.pids else None
+
+    def rss_mb(self) -> float | None:
+        """Resident memory of every broker process we started; None when we started none."""
+        return sum(rss_mb(p) for p in self.pids) if self.pids else None
+
+
+@contextlib.contextmanager
+def nats_fleet_cluster(work: Path) -> Iterator[BrokerHandle]:
+    """A private three-node NATS cluster, MQTT on every node (as tests/brokers/test_cluster.py)."""
+    from sim.brokers import nats_cluster, nats_path
+
+    binary = nats_path()
+    if binary is None:
+        raise SystemExit("nats-server is not installed (`make brokers` installs it)")
+    nodes = nats_cluster(binary, work / "nats")
+    try:
+        for node in nodes:
+            node.start()
+        first = nodes[0]
+        pids = [n.proc.pid for n in nodes if n.proc is not None]
+        yield BrokerHandle(first.host, first.port, None, [n.address for n in nodes], pids)
+    finally:
+        for node in nodes:
+            node.stop()
 
 
 @contextlib.contextmanager
 def fleet_broker(spec: str | None, work: Path) -> Iterator[BrokerHandle]:
-    """`spec` (HOST:PORT) as given, or a private Mosquitto with no connection limit."""
+    """`spec` (HOST:PORT) as given, a private NATS cluster (`nats-cluster`), or a private
+    Mosquitto with no connection limit."""
+    if spec == "nats-cluster":
+        with nats_fleet_cluster(work) as handle:
+            yield handle
+        return
     if spec:
         host, _, port = spec.rpartition(":")
         yield BrokerHandle(host or "127.0.0.1", int(port), None)
@@ -268,15 +329,19 @@ def worker_specs(
     protocol: str,
     state: Path,
     public_key: Path,
+    hosts: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Devices `light-0000`... spread round-robin over groups and evenly over `procs` workers."""
-    ids = [(f"light-{i:04d}", f"g{i % groups}") for i in range(devices)]
+    """Devices `light-0000`... spread round-robin over groups, evenly over `procs` workers and,
+    with `hosts`, round-robin over the cluster's nodes (the node each tries first)."""
+    spread = len(hosts) if hosts else 1
+    ids = [(f"light-{i:04d}", f"g{i % groups}", i % spread) for i in range(devices)]
     common = {
         "host": host,
         "port": port,
         "protocol": protocol,
         "state": str(state),
         "public_key": str(public_key),
+        "hosts": hosts or [],
     }
     return [{**common, "devices": ids[k::procs]} for k in range(procs)]
 
@@ -305,7 +370,7 @@ def measure_rollout(
     if protocol != "5":
         cmd += ["--protocol", protocol]
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    broker_before = cpu_s(broker.pid) if broker.pid else 0.0
+    broker_before = broker.cpu_s() or 0.0
     workers_before = sum(cpu_s(p) for p in workers)
     machine_before = machine_cpu_s()
     started = time.perf_counter()
@@ -341,7 +406,9 @@ def measure_rollout(
             - before_children.ru_stime,
             2,
         ),
-        "broker_cpu_s": round(cpu_s(broker.pid) - broker_before, 2) if broker.pid else None,
+        "broker_cpu_s": (
+            round((broker.cpu_s() or 0.0) - broker_before, 2) if broker.pids else None
+        ),
         "workers_cpu_s": round(workers_used, 2),
         "machine_cpu_s": round(machine, 2),
         "machine_busy_pct": round(machine * 100 / (seconds * (os.cpu_count() or 1)), 1),
@@ -372,6 +439,8 @@ def run_light_fleet(
     from sim.fleet import FleetObserver, prepare_rollout
 
     procs = procs or max(1, -(-devices // PER_PROC))
+    if broker == "nats-cluster":
+        protocol = "3.1.1"  # NATS's MQTT gateway speaks 3.1.1 only
     fd_limit = raise_fd_limit()
     with tempfile.TemporaryDirectory(prefix="edge-lightfleet-") as tmp:
         work = Path(tmp)
@@ -386,6 +455,7 @@ def run_light_fleet(
                 protocol=protocol,
                 state=work / "state",
                 public_key=public_key,
+                hosts=handle.nodes,
             )
             for spec in specs:
                 spec["ota_stall_s"] = ota_stall_s
@@ -411,7 +481,7 @@ def run_light_fleet(
                     bundle, handle, protocol=protocol, expect=devices, workers=workers.pids
                 )
                 rss = [rss_mb(pid) for pid in workers.pids]
-                broker_rss = rss_mb(handle.pid) if handle.pid else None
+                broker_rss = handle.rss_mb()
             finally:
                 workers.close()
                 observer.close()
@@ -423,6 +493,7 @@ def run_light_fleet(
         "procs": procs,
         "protocol": protocol,
         "broker": broker or "mosquitto (private)",
+        "broker_nodes": handle.nodes or None,
         "ota_stall_s": ota_stall_s,
         "fd_limit": fd_limit,
         "started": started_n,
@@ -463,7 +534,7 @@ def _rest(
     observer: Any, broker: BrokerHandle, worker_pids: list[int], seconds: float
 ) -> dict[str, Any]:
     """Messages per second, broker and device CPU over `seconds` of a fleet doing nothing."""
-    b0 = cpu_s(broker.pid) if broker.pid else 0.0
+    b0 = broker.cpu_s() or 0.0
     w0 = sum(cpu_s(p) for p in worker_pids)
     t0 = time.perf_counter()
     rate = observer.rate(seconds)
@@ -472,7 +543,9 @@ def _rest(
     return {
         "seconds": round(dt, 1),
         "msgs_per_s": round(rate, 1),
-        "broker_cpu_pct": round((cpu_s(broker.pid) - b0) * 100 / dt, 1) if broker.pid else None,
+        "broker_cpu_pct": (
+            round(((broker.cpu_s() or 0.0) - b0) * 100 / dt, 1) if broker.pids else None
+        ),
         "devices_cpu_pct": round((w1 - w0) * 100 / dt, 1),
     }
 

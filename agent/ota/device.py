@@ -8,6 +8,7 @@ from typing import Any
 
 from agent.config.sections import AgentConfig
 from agent.ota.mqtt import OtaMqttAdapter
+from agent.ota.patience import BroadcastPatience
 from agent.ota.sandbox import SandboxLimits
 from agent.ota.service import OtaService
 from agent.ota.versions import recover
@@ -53,12 +54,18 @@ class OtaDevice:
         limits: SandboxLimits | None = None,
         stall_s: float = 2.0,
         give_up_s: float = 60.0,
+        broadcast: BroadcastPatience | None = None,
     ) -> None:
         recover(config.state_dir)
         self.service = OtaService(config, limits=limits)
         topics = Topics(config.mqtt.topic_root, config.device.id, config.device.group)
         self.adapter = OtaMqttAdapter(
-            transport, self.service, topics, stall_s=stall_s, give_up_s=give_up_s
+            transport,
+            self.service,
+            topics,
+            stall_s=stall_s,
+            give_up_s=give_up_s,
+            broadcast=broadcast,
         )
 
     def start(self) -> None:

@@ -22,9 +22,12 @@ dropped and asked for again, so a stranger on the chunk topics cannot break a tr
 A manifest sent to this device is pulled: the device requests a window of chunks, asks for more
 as they arrive, and asks again for any not received within `stall_s`. A manifest sent to a group
 or to all announces a broadcast: the device waits for the chunks on the shared topic and, once
-the broadcast has ended or stalled for `stall_s`, requests only the chunks it lacks (answered on
-its own topic). Either way a publisher that restarts, or a device that reconnects, resumes where
-the transfer stopped. A transfer without progress for `give_up_s` is abandoned (status
+the broadcast has ended (its last chunk came) or gone quiet for longer than its pace so far
+warrants (agent/ota/patience.py: 10 to 30 s, more for a slower broadcast, plus a per-device
+jitter), requests only the chunks it lacks (answered on its own topic, and from then on as a
+pull). Either way a publisher that restarts, or a device that reconnects, resumes where the
+transfer stopped. A transfer without progress for `give_up_s` (counted from the device's first
+request at the latest, so waiting on a broadcast does not use it up) is abandoned (status
 `rejected`, retryable: sending the same bundle again resumes from the chunks already on disk).
 """
 
@@ -42,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from agent.errors import OtaError
+from agent.ota.patience import BroadcastPatience, BroadcastWatch
 from agent.ota.service import OtaService
 from agent.sync.lanes import Lane, SharedWork
 from agent.transport import InboundMessage, Topics, Transport
@@ -92,8 +96,12 @@ class _Pull:
     chunks: int
     shared: bool
     """The manifest came to the group or fleet: chunks are being broadcast, wait for them."""
+    watch: BroadcastWatch | None = None
+    """What the device has seen of the broadcast (a shared manifest only)."""
     pulling: bool = False
     """The device has asked for chunks itself (always, for a manifest sent to it alone)."""
+    pulled_at: float = 0.0
+    """When it first asked: the give-up time counts from then at the latest."""
     requested: dict[int, float] = field(default_factory=dict)
 
 
@@ -122,6 +130,7 @@ class OtaMqttAdapter:
         give_up_s: float = 60.0,
         queue_size: int = 256,
         refusals_per_s: float = 1.0,
+        broadcast: BroadcastPatience | None = None,
     ) -> None:
         cfg = service.config
         self.sync = sync
@@ -130,6 +139,8 @@ class OtaMqttAdapter:
         self.window = window
         self.stall_s = stall_s
         self.give_up_s = give_up_s
+        self.broadcast = broadcast or BroadcastPatience()
+        """How long to wait on a group or fleet broadcast before pulling (stall_s is for pulls)."""
         self.refusal_gap_s = 1.0 / refusals_per_s
         # Messages, model names whose stalled chunks to re-request, None to stop.
         self._inbox: queue.Queue[InboundMessage | str | None] = queue.Queue(queue_size)
@@ -233,11 +244,15 @@ class OtaMqttAdapter:
         if status.get("state") != "receiving" or t is None:
             return
         pull = self._pulls.get(model)
+        now = time.monotonic()
         if pull is None or pull.serial != t.serial:
-            pull = self._pulls[model] = _Pull(t.serial, len(t.have), shared)
+            watch = BroadcastWatch(self.broadcast, now) if shared else None
+            pull = self._pulls[model] = _Pull(t.serial, len(t.have), shared, watch)
         else:
             pull.requested.clear()  # the sender restarted: ask again for what is missing
             pull.shared = pull.shared and shared
+            if pull.watch is not None and shared:
+                pull.watch.manifest(now)  # a repeat: the publisher is still gathering devices
         if not pull.shared:
             self._request(model, force=True)
 
@@ -258,6 +273,8 @@ class OtaMqttAdapter:
             return
         if accepted:
             pull.requested.pop(n, None)
+            if pull.watch is not None:
+                pull.watch.chunk(time.monotonic())
         if pull.pulling:
             if len(pull.requested) <= self.window // 2:
                 self._request(model)
@@ -268,15 +285,15 @@ class OtaMqttAdapter:
 
     def _request(self, model: str, *, force: bool = False, stalled: bool = False) -> None:
         """Ask for missing chunks not already asked for in the last `stall_s` (during a
-        broadcast, only once it has ended or stalled)."""
+        broadcast, only once it has ended or gone quiet)."""
         rx = self.service.existing(model)
         t = rx.receiving if rx is not None else None
         pull = self._pulls.get(model)
         if rx is None or t is None or pull is None or pull.serial != t.serial:
             return
         now = time.monotonic()
-        if stalled and not pull.pulling and now - rx.last_progress < self.stall_s:
-            return  # the broadcast is still flowing
+        if stalled and not pull.pulling and pull.watch is not None and not pull.watch.quiet(now):
+            return  # the broadcast is still on its way
         missing = rx.missing(limit=len(pull.requested) + self.window)
         waiting = set(missing)
         for n in [n for n in pull.requested if n not in waiting]:
@@ -286,7 +303,8 @@ class OtaMqttAdapter:
         ask = fresh[: max(0, room)]
         if not ask and not force:
             return
-        pull.pulling = True
+        if not pull.pulling:
+            pull.pulling, pull.pulled_at = True, now
         for n in ask:
             pull.requested[n] = now
         payload = {
@@ -307,9 +325,17 @@ class OtaMqttAdapter:
 
     def _watch_once(self) -> None:
         for rx in self.service.receivers():
-            if rx.receiving is None:
+            t = rx.receiving
+            if t is None:
                 continue
-            if time.monotonic() - rx.last_progress > self.give_up_s:
+            # Waiting on a broadcast never gives up: the wait is bounded (patience.py) and ends
+            # in a pull, and the give-up time counts from that first request at the latest.
+            pull = self._pulls.get(rx.name)
+            if pull is not None and pull.serial != t.serial:
+                pull = None  # another update's: it says nothing about this one
+            waiting = pull is not None and pull.watch is not None and not pull.pulling
+            since = max(rx.last_progress, pull.pulled_at if pull is not None else 0.0)
+            if not waiting and time.monotonic() - since > self.give_up_s:
                 rx.abort(f"transfer stalled: no chunk for {self.give_up_s:g} s")
                 continue
             self._put(rx.name)  # the worker re-requests stalled chunks (not if its queue is full)
