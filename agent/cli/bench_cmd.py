@@ -1,5 +1,5 @@
-"""`edge-agent bench --config FILE [--duration S] [--isolate PLUGIN] [--json]`: tick cost and
-jitter, as ratios.
+"""`edge-agent bench --config FILE [--duration S] [--isolate PLUGIN] [--repeat N] [--json]`: tick
+cost and jitter, as ratios (with --repeat, each ratio's spread over N runs).
 
 With --json, stdout carries exactly one JSON object; without, a table with units. Progress (one
 line per phase, with the expected total time) and logs go to stderr; -q silences the progress.
@@ -58,6 +58,14 @@ def register(sub: Any) -> None:
         help="with --isolate: alternate in-process and isolated runs N times and report medians "
         "(on a shared machine one pair of runs says little)",
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the whole bench N times and report each ratio's median, min and max "
+        "(`repeat` in the JSON; the other figures are the last run's)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=bench)
 
@@ -65,6 +73,7 @@ def register(sub: Any) -> None:
 def bench(args: argparse.Namespace) -> int:
     """The `bench` handler; returns the exit code."""
     from agent.bench.engine import bench_engine
+    from agent.bench.repeat import summarize
     from agent.config import ConfigError, load_config
     from agent.errors import EdgeAgentError
     from agent.service.logs import setup_logging
@@ -76,18 +85,28 @@ def bench(args: argparse.Namespace) -> int:
         return 2
     level = getattr(args, "log_level", None) or "WARNING"  # the agent's INFO lines are noise here
     setup_logging(config.logging.model_copy(update={"level": level}), stream=sys.stderr)
+    if args.repeat < 1:
+        print(f"--repeat must be at least 1 (got {args.repeat})", file=sys.stderr)
+        return 2
+    reports = []
     try:
-        report = bench_engine(
-            config,
-            duration_s=args.duration,
-            floor_s=args.floor_duration,
-            progress=None if _quiet(args) else _progress,
-            isolate=args.isolate,
-            isolate_rounds=max(1, args.isolate_rounds),
-        )
+        for n in range(args.repeat):
+            if args.repeat > 1 and not _quiet(args):
+                _progress(f"run {n + 1} of {args.repeat}")
+            reports.append(
+                bench_engine(
+                    config,
+                    duration_s=args.duration,
+                    floor_s=args.floor_duration,
+                    progress=None if _quiet(args) else _progress,
+                    isolate=args.isolate,
+                    isolate_rounds=max(1, args.isolate_rounds),
+                )
+            )
     except EdgeAgentError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
+    report = summarize(reports) if len(reports) > 1 else reports[0]
     if args.sync:
         if not _quiet(args):
             _progress("sync: MQTT publish and outbox throughput, agent vs bare paho (~20 s)")
@@ -162,8 +181,21 @@ def _print_table(report: dict[str, Any]) -> None:
                 f"late p99 {iso['lateness_us']['p99']:g} us, "
                 f"overruns {iso['overruns']}/{iso['ticks']}"
             )
+    repeat = report.get("repeat")
+    if repeat:
+        print(f"over {repeat['runs']} runs, median [min - max]:")
+        for name, ratios in repeat["plugins"].items():
+            spans = [f"{key} {_span(ratios[key])}" for key in ("ratio_p50", "ratio_p50_paced")]
+            print(f"  {name}: " + ", ".join(spans))
+        print(f"  rss_ratio {_span(repeat['rss_ratio'])}")
     if "sync" in report:
         print("sync:", json.dumps(report["sync"]))
+
+
+def _span(s: dict[str, Any]) -> str:
+    if s["median"] is None:
+        return "-"
+    return f"{s['median']:g} [{s['min']:g} - {s['max']:g}]"
 
 
 def _row(p: dict[str, Any]) -> tuple[str, ...]:

@@ -112,3 +112,23 @@ def test_bench_sync_adds_publish_and_outbox_figures(tmp_path: Path) -> None:
     sync = json.loads(out.stdout)["sync"]
     assert sync["outbox"]["events_persisted_and_drained_per_s"] > 0
     assert sync["agent_vs_bare_throughput"]["qos1"] > 0
+
+
+def test_bench_repeat_reports_each_ratio_as_median_and_spread_over_the_runs(
+    tmp_path: Path,
+) -> None:
+    out = _bench(tmp_path, "--duration", "1", "--floor-duration", "0.3", "--repeat", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    repeat = report["repeat"]
+    assert repeat["runs"] == 2 and len(repeat["rss_ratio"]["values"]) == 2
+    wave = repeat["plugins"]["wave"]
+    for key in ("ratio_p50", "ratio_p50_paced", "lateness_p99_vs_floor", "overrun_pct"):
+        values = [v for v in wave[key]["values"] if v is not None]
+        assert len(values) == 2, key
+        assert wave[key]["min"] <= wave[key]["median"] <= wave[key]["max"], key
+    # The other figures are the last run's, so the report keeps its documented shape.
+    assert report["plugins"][0]["ratio_p50"] == wave["ratio_p50"]["values"][-1]
+    assert "run 2 of 2" in out.stderr
+    refused = _bench(tmp_path, "--repeat", "0")
+    assert refused.returncode == 2 and "--repeat must be at least 1" in refused.stderr
