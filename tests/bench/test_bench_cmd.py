@@ -130,5 +130,6 @@ def test_bench_repeat_reports_each_ratio_as_median_and_spread_over_the_runs(
     # The other figures are the last run's, so the report keeps its documented shape.
     assert report["plugins"][0]["ratio_p50"] == wave["ratio_p50"]["values"][-1]
     assert "run 2 of 2" in out.stderr
+    assert report["ready_ms"] < 60_000  # the first run's start-up, not the second run's age
     refused = _bench(tmp_path, "--repeat", "0")
     assert refused.returncode == 2 and "--repeat must be at least 1" in refused.stderr
