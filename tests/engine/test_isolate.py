@@ -6,7 +6,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,6 @@ from agent.hal.sim import SimHal
 from agent.service.watchdog import loops_ticking
 from tests.support import engine as kit
 from tests.support.waiting import until
-
-
-@pytest.fixture
-def hosts() -> Iterator[list[PluginHost]]:
-    made: list[PluginHost] = []
-    yield made
-    for host in made:
-        kit.stop_host(host)
 
 
 def start_host(
@@ -166,23 +157,17 @@ def test_an_isolated_plugin_reads_sensors_copied_just_before_its_tick(
     assert float(np.median(ages[100:])) < 0.25 * period_us  # after the lock has settled
 
 
+def start_beside_a_counter(hosts: list[PluginHost], tmp_path: Path, **params: Any) -> PluginHost:
+    """An isolated `segfault` plugin with `params`, beside an in-process `counter`, at 200 Hz."""
+    crasher = {"name": "segfault", "rate_hz": 200, "isolate": True, "params": params}
+    return start_host(hosts, tmp_path, [{"name": "counter", "rate_hz": 200}, crasher])
+
+
 def test_a_segfault_in_an_isolated_plugin_restarts_it_and_nothing_else(
     hosts: list[PluginHost], tmp_path: Path
 ) -> None:
     flag = tmp_path / "crashed-once"
-    host = start_host(
-        hosts,
-        tmp_path,
-        [
-            {"name": "counter", "rate_hz": 200},
-            {
-                "name": "segfault",
-                "rate_hz": 200,
-                "isolate": True,
-                "params": {"crash_at": 40, "flag": str(flag)},
-            },
-        ],
-    )
+    host = start_beside_a_counter(hosts, tmp_path, crash_at=40, flag=str(flag))
     failed = host.runner("segfault").res.channel
     first_pid = row(host, "segfault")["pid"]
     watchdog = loops_ticking(host.tick_counters)  # the check that feeds systemd's watchdog
@@ -222,19 +207,7 @@ def test_an_isolated_plugin_stuck_in_a_tick_is_killed_and_restarted(
     hosts: list[PluginHost], tmp_path: Path
 ) -> None:
     flag = tmp_path / "stuck-once"
-    host = start_host(
-        hosts,
-        tmp_path,
-        [
-            {"name": "counter", "rate_hz": 200},
-            {
-                "name": "segfault",
-                "rate_hz": 200,
-                "isolate": True,
-                "params": {"crash_at": 20, "flag": str(flag), "hang": True},
-            },
-        ],
-    )
+    host = start_beside_a_counter(hosts, tmp_path, crash_at=20, flag=str(flag), hang=True)
     channel = host.runner("segfault").res.channel
     first = row(host, "segfault")["pid"]
     assert until(lambda: row(host, "segfault")["restarts"] == 1)

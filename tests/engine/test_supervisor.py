@@ -7,7 +7,6 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -34,14 +33,6 @@ def test_overrun_watch_judges_whole_windows() -> None:
     assert watch.update(1.0, 100, 5) is True  # 5 % > 1 %
     assert watch.update(2.0, 200, 5) is False
     assert watch.update(3.0, 205, 5) is None  # too few ticks to judge
-
-
-@pytest.fixture
-def hosts() -> Iterator[list[PluginHost]]:
-    made: list[PluginHost] = []
-    yield made
-    for host in made:
-        kit.stop_host(host)
 
 
 def test_a_crashing_plugin_restarts_with_backoff_while_another_keeps_its_rate(
