@@ -73,15 +73,20 @@ def test_fast_path_allocates_nothing(model: Model) -> None:
     out_ids = [id(b) for b in fast.outputs]
     for _ in range(100):
         fast.run()
+    # tracemalloc counts every thread: a thread an earlier test left running (a timer, a network
+    # loop) may allocate during one window, but a call that allocates does so in every window.
+    growths = []
     tracemalloc.start()
     try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(1000):
-            fast.run()
-        growth = tracemalloc.get_traced_memory()[0] - before
+        for _ in range(3):
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(1000):
+                fast.run()
+            growths.append(tracemalloc.get_traced_memory()[0] - before)
     finally:
         tracemalloc.stop()
-    assert growth < 512, f"fast path grew memory by {growth} bytes over 1000 calls"
+    growth = min(growths)
+    assert growth < 512, f"fast path grew memory by {growths} bytes over 1000 calls (3 windows)"
     assert [id(b) for b in fast.outputs] == out_ids
 
 
