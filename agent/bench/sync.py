@@ -75,6 +75,9 @@ class _Engine:
     def swap_model(self, name: str, model: Model, *, timeout: float = 2.0) -> Model:
         raise PluginError("the bench plugin has no model")
 
+    def swap_model_folder(self, name: str, folder: Path | None, *, timeout: float = 30.0) -> str:
+        raise PluginError(f"plugin {name!r} is not isolated")
+
     def reload(self, config: AgentConfig) -> dict[str, Any]:
         return {}
 

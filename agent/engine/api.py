@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 from agent.config.sections import AgentConfig
@@ -52,6 +53,12 @@ class EngineControl(Protocol):
         """Make `model` the one plugin `name` runs: bound to the slot's buffers off the loop, then
         activated by the loop between two ticks; blocks until done and returns the old model.
         ModelError if the model does not fit the slot or the plugin's own check."""
+
+    def swap_model_folder(self, name: str, folder: Path | None, *, timeout: float = 30.0) -> str:
+        """For an isolated plugin (its model lives in its own process): load the model in
+        `folder` (None: the active version) there, check it like `swap_model` does, run it from
+        a tick on; returns the version now running. PluginError if the plugin is not isolated,
+        or its process refused the model or died loading it."""
 
     def reload(self, config: AgentConfig) -> dict[str, Any]:
         """Apply a new, already validated config: plugins added, removed, re-rated or re-paramed;

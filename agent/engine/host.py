@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from agent.config.sections import AgentConfig, PluginConfig
@@ -330,6 +331,17 @@ class PluginHost:
         """Make `model` the one plugin `name` runs: bound off the loop, activated by the loop
         between two ticks; returns the old model (the caller closes it)."""
         return self._runner(name).swap_model(model, timeout)
+
+    def swap_model_folder(self, name: str, folder: Path | None, *, timeout: float = 30.0) -> str:
+        """Have isolated plugin `name` load the model in `folder` (None: the active version) in
+        its own process and run it from a tick on; the version it now runs. PluginError if the
+        plugin is not isolated, or its child refused the model or died loading it."""
+        runner = self._runner(name)
+        swap = getattr(runner, "swap_model_folder", None)  # IsolatedRunner's: imported lazily
+        if swap is None:
+            raise PluginError(f"plugin {name!r} runs in process: swap a loaded model instead")
+        version: str = swap(folder, timeout)
+        return version
 
     def tick_counters(self) -> dict[str, int]:
         """Ticks done so far per plugin on a live loop (the watchdog checks that they advance).

@@ -16,8 +16,9 @@ What crosses, and how (docs/realtime.md, "A process per plugin"):
   the plugin's own output channel (it is that channel's one producer while the child runs) and
   keeps the histograms as "everything before this child + this child's".
 The model slot lives in the child (loaded there, so a model that crashes on load costs only the
-child); a live model swap is not offered for an isolated plugin yet (OTA passes it by, having no
-slot of it in the host): a restart loads the active version.
+child). A live swap (OTA) names the version's folder: the child loads and checks it while it
+ticks on, and activates it between two ticks (`swap_model_folder`); a restart loads the active
+version.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from agent.engine.isolate_child import ChildSpec, ModelSource
-from agent.engine.isolate_process import ChildCrashed, ChildLoop
+from agent.engine.isolate_process import SWAP_TIMEOUT_S, ChildCrashed, ChildLoop
 from agent.engine.isolate_shm import Bridge, DeviceBlock, Layout
 from agent.engine.runner import PluginRunner
 from agent.errors import PluginError
@@ -158,11 +160,21 @@ class IsolatedRunner(PluginRunner):
                 self._watch.restart()
 
     def swap_model(self, model: Model, timeout: float = 2.0, *, name: str | None = None) -> Model:
-        """Not offered yet for an isolated plugin: its model lives in the child."""
+        """A model object cannot cross into the child: see `swap_model_folder`."""
         raise PluginError(
             f"plugin {self.name!r} is isolated: its model is loaded in its own process; "
-            "restart the plugin to load the active version"
+            "swap it by folder (swap_model_folder) or restart the plugin"
         )
+
+    def swap_model_folder(self, folder: Path | None, timeout: float = SWAP_TIMEOUT_S) -> str:
+        """Have the child load the model in `folder` (None: the active version) and run it from
+        a tick on; the version it now runs. PluginError with the reason when it cannot."""
+        with self._lock:
+            child = self._child
+        # Not under the lock: loading may take seconds, and supervision must go on meanwhile.
+        if child is None or not child.alive:
+            raise PluginError(f"plugin {self.name!r} is not running: nothing to swap")
+        return child.swap(str(folder) if folder is not None else None, timeout)
 
     def _end_loop(self, timeout: float) -> bool:
         ended = super()._end_loop(timeout)
@@ -189,6 +201,7 @@ class IsolatedRunner(PluginRunner):
         out = super().info()
         out["model_version"] = child.model_version if child is not None else None
         out["pid"] = child.pid if child is not None else None
+        out["isolated"] = True
         return out
 
     def stats(self) -> dict[str, Any]:

@@ -3,10 +3,12 @@
 The child loads its own model (a model that crashes the runtime on load takes only the child
 down), reads and drives its devices through the host's shared-memory block
 (agent/engine/isolate_shm.py) and runs the plugin on the same `Loop` as an in-process plugin.
-Its main thread serves the pipe: control from the host (go, apply, stop), and back to the host
+Its main thread serves the pipe: control from the host (go, apply, swap, stop), and back to the host
 the plugin's outputs (drained from a local channel every `FLUSH_S`) and the loop's counters and
 histograms (every `STATS_S`). Nothing but the loop thread touches the plugin between `go` and
-`stop`; apply goes through the loop's mailbox, between two ticks, as in the host.
+`stop`; apply goes through the loop's mailbox, between two ticks, as in the host. A model swap
+(an OTA update, its revert, a rollback) is loaded and checked on the main thread while the loop
+ticks on, and activated through the mailbox like an in-process swap.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ class ModelSource:
         from agent.runtime.loader import load_model
 
         return load_model(ModelStore(self.models_dir, self.state_dir).resolve(name), self.runtime)
+
+    def from_folder(self, folder: Path) -> Model:
+        """The model in `folder` (a version an update brings), loaded as the store would."""
+        from agent.runtime.loader import load_model
+
+        return load_model(folder, self.runtime)
 
 
 @dataclass(frozen=True)
@@ -140,7 +148,7 @@ class _Child:
                     break
                 if msg[0] == "stop":
                     return
-                self._apply(msg)
+                self._control(msg)
             mode.enter()
             self._run_loop(mode)
         except (EOFError, OSError):
@@ -178,7 +186,7 @@ class _Child:
                 msg = conn.recv()
                 if msg[0] == "stop":
                     return
-                self._apply(msg)
+                self._control(msg)
             self._flush()
             if time.monotonic() >= next_stats:
                 self._send_stats()
@@ -189,6 +197,39 @@ class _Child:
         self._flush()
         self._send_stats()
         conn.send(("error", message, text))
+
+    def _control(self, msg: tuple[Any, ...]) -> None:
+        if msg[0] == "swap":
+            self._swap(msg[1])
+        else:
+            self._apply(msg)
+
+    def _swap(self, folder: str | None) -> None:
+        """Load the model in `folder` (None: the active version by name), check it against the
+        slot and the plugin, make it the one the loop runs between two ticks, close the old."""
+        slot, models, name = self.slot, self.spec.models, self.spec.model_name
+        if slot is None or models is None or name is None:
+            self.conn.send(("swapped", "the plugin has no model slot", None))
+            return
+        try:
+            model = models.from_folder(Path(folder)) if folder else models(name)
+        except Exception as exc:  # a load failure refuses the swap; the old model runs on
+            self.conn.send(("swapped", f"{type(exc).__name__}: {exc}", None))
+            return
+        try:
+            fast = slot.prepare(model)
+            self.plugin.check_model(model)
+            loop = self.loop
+            if loop is not None and loop.alive:
+                old = loop.post(lambda: slot.activate(model, fast))
+            else:
+                old = slot.activate(model, fast)
+        except Exception as exc:
+            model.close()
+            self.conn.send(("swapped", f"{type(exc).__name__}: {exc}", None))
+            return
+        old.close()
+        self.conn.send(("swapped", None, model.version))
 
     def _apply(self, msg: tuple[Any, ...]) -> None:
         _, params_data, rate_hz = msg

@@ -33,6 +33,8 @@ SETUP_TIMEOUT_S = 30.0
 """A child that has not finished its plugin's setup by then is killed: the setup failed."""
 REPLY_TIMEOUT_S = 2.0
 """How long `apply` waits for the child's answer."""
+SWAP_TIMEOUT_S = 30.0
+"""How long `swap` waits for the child to load, check and activate a model."""
 IDLE_POLL_S = 0.05
 """How often the host thread of a plugin without devices looks at the pipe when it is quiet."""
 PUMP_LEAD_NS = 200_000
@@ -72,6 +74,7 @@ class ChildLoop:
         self.error: BaseException | None = None
         self.model_version: str | None = None
         self._replies: queue.Queue[str | None] = queue.Queue()
+        self._swaps: queue.Queue[tuple[str | None, str | None]] = queue.Queue()
         self._stopping = False
         self._stuck_s: float | None = None
         self._error: str | None = None
@@ -183,6 +186,34 @@ class ChildLoop:
         if rate_hz is not None:
             self.rate_hz = rate_hz
 
+    def swap(self, folder: str | None, timeout: float = SWAP_TIMEOUT_S) -> str:
+        """Have the child load the model in `folder` (None: the active version of its model)
+        and run it from its next tick on; the version it now runs. PluginError naming the
+        reason if the child refused it, or died or stalled while loading it (a crash is then
+        reported and restarted like any other: the restart loads the active version)."""
+        while not self._swaps.empty():  # a late answer to an earlier, timed-out request
+            self._swaps.get_nowait()
+        self._send(("swap", folder))
+        end = time.monotonic() + timeout
+        reply: tuple[str | None, str | None] | None = None
+        while reply is None:
+            if self._thread is None:  # set up, not ticking: no host thread yet, read it here
+                msg = self._conn.recv() if self._conn.poll(timeout) else None
+                reply = (msg[1], msg[2]) if msg is not None else ("no answer", None)
+                break
+            try:
+                reply = self._swaps.get(timeout=0.05)
+            except queue.Empty:
+                if not self.alive:
+                    reply = ("the child process ended while loading the model", None)
+                elif time.monotonic() > end:
+                    reply = (f"no answer within {timeout:g} s", None)
+        error, version = reply
+        if error is not None or version is None:
+            raise PluginError(f"plugin {self.name!r}: child refused the model: {error}")
+        self.model_version = version
+        return version
+
     # --- the host thread ---------------------------------------------------------------------
 
     def _serve(self) -> None:
@@ -257,6 +288,8 @@ class ChildLoop:
                 _set_sum(hist, base, state)
         elif kind == "applied":
             self._replies.put(msg[1])
+        elif kind == "swapped":
+            self._swaps.put((msg[1], msg[2]))
 
     def reap(self, timeout: float) -> int | None:
         """Wait up to `timeout` for the child to end; its exit code (-N: signal N), or None.

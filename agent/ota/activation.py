@@ -5,7 +5,9 @@ the configured accelerator, check it against the plugin's slot and golden vector
 instance of the current version in the loop for a moment (the latency baseline); swap the new
 model in between two ticks (EngineControl.swap_model, which also runs the plugin's own
 check_model); keep the model that ran before until the update is committed, so a rollback is one
-more swap with nothing to load.
+more swap with nothing to load. An isolated plugin (`isolate = true`) holds its model in its own
+process: it is handed the version's folder instead, loads and checks it there while it ticks on
+(a crash while loading costs only that process), and on a revert reloads the active version.
 """
 
 from __future__ import annotations
@@ -40,6 +42,15 @@ def plugins_using(engine: EngineControl, model_name: str) -> list[str]:
     ]
 
 
+def isolated_using(engine: EngineControl, model_name: str) -> list[str]:
+    """Running isolated plugins that run `model_name` (in their own process: no slot here)."""
+    return [
+        str(p["name"])
+        for p in engine.plugins()
+        if p.get("model") == model_name and p.get("state") == "running" and p.get("isolated")
+    ]
+
+
 @dataclass
 class _PluginSwap:
     plugin: str
@@ -57,12 +68,18 @@ class Activation:
     model_name: str
     runtime: RuntimeConfig
     swaps: list[_PluginSwap] = field(default_factory=list)
+    isolated: list[str] = field(default_factory=list)
+    """Isolated plugins to hand the new version's folder to (see `isolated_using`)."""
+    isolated_swapped: list[str] = field(default_factory=list)
+    folder: Path | None = None
     swapped: bool = False
     _baseline: dict[str, Latency | None] = field(default_factory=dict)
 
     def prepare(self, folder: Path, manifest: Manifest) -> int:
         """Load and check the new version once per plugin; return golden vectors passed."""
         slots = self.engine.model_slots()
+        self.folder = folder
+        self.isolated = isolated_using(self.engine, self.model_name)
         passed = 0
         try:
             for plugin in plugins_using(self.engine, self.model_name):
@@ -148,6 +165,14 @@ class Activation:
                 s.baseline.close()  # `previous` is the baseline instance; the original waits
             else:
                 s.original = previous
+        for plugin in self.isolated:
+            try:
+                self.engine.swap_model_folder(plugin, self.folder)
+            except (EdgeAgentError, TimeoutError) as exc:
+                self._swap_back(self.swaps, timeout)
+                self._isolated_back()
+                raise UpdateRejected(f"{exc}", code="incompatible") from None
+            self.isolated_swapped.append(plugin)
         self.swapped = True
 
     def watched(self) -> list[Watched]:
@@ -161,6 +186,7 @@ class Activation:
     def revert(self, timeout: float = 2.0) -> None:
         """Put back what ran before the update and close the new models."""
         self._swap_back(self.swaps, timeout)
+        self._isolated_back()
         self.swapped = False
         self.close_new()
 
@@ -179,6 +205,17 @@ class Activation:
         """Close the new models (after a revert, or when they never ran)."""
         for s in self.swaps:
             s.new.close()
+
+    def _isolated_back(self) -> None:
+        """Isolated plugins reload the active version (the pointer has not moved yet); one
+        that cannot restarts on it anyway, the next time it crashes or is restarted."""
+        for plugin in self.isolated_swapped:
+            try:
+                self.engine.swap_model_folder(plugin, None)
+            except (EdgeAgentError, TimeoutError) as exc:
+                log.warning("ota: %s keeps its model until it restarts on the active one: %s",
+                            plugin, exc)  # fmt: skip
+        self.isolated_swapped = []
 
     def _swap_back(self, swaps: list[_PluginSwap], timeout: float = 2.0) -> None:
         for s in swaps:

@@ -5,6 +5,8 @@ its ticks stopping, a NaN or inf in the slot's output buffers (sampled every few
 and the model's in-loop p99 run time against the previous model's, measured the same way just
 before the swap (see timing.py), each as the median over a few slices so that one preempted run
 on a busy machine decides nothing, and confirmed by the median run time (see _latency_ok).
+An isolated plugin's slot is in its own process: for it, the window watches state, restarts
+and ticks (a model that crashes the runtime shows there), not its outputs or run times.
 """
 
 from __future__ import annotations
@@ -60,10 +62,15 @@ class HealthWindow:
         *,
         window_s: float,
         latency_regression: float,
+        isolated: list[str] | None = None,
         sample_s: float = 0.005,
     ) -> None:
         self.engine = engine
         self.watched = watched
+        self.isolated = isolated or []
+        """Isolated plugins on the new model: their slot is in their own process, so only
+        their state, restarts and ticks are watched from here."""
+        self._names = [w.plugin for w in watched] + self.isolated
         self.window_s = window_s
         self.latency_regression = latency_regression
         self.sample_s = sample_s
@@ -104,20 +111,20 @@ class HealthWindow:
 
     def _plugins_ok(self, before: dict[str, dict[str, Any]]) -> str | None:
         now = _infos(self.engine)
-        for w in self.watched:
-            info, old = now.get(w.plugin), before.get(w.plugin, {})
+        for name in self._names:
+            info, old = now.get(name), before.get(name, {})
             if info is None:
-                return f"plugin {w.plugin} disappeared"
+                return f"plugin {name} disappeared"
             if info.get("state") != "running" or info.get("restarts") != old.get("restarts"):
                 err = info.get("last_error") or info.get("state")
-                return f"plugin {w.plugin} failed with the new model: {err}"
+                return f"plugin {name} failed with the new model: {err}"
         return None
 
     def _ticked(self, ticks0: dict[str, int]) -> str | None:
         ticks = self.engine.tick_counters()
-        for w in self.watched:
-            if ticks.get(w.plugin, 0) <= ticks0.get(w.plugin, 0):
-                return f"plugin {w.plugin} did not tick during the health window"
+        for name in self._names:
+            if ticks.get(name, 0) <= ticks0.get(name, 0):
+                return f"plugin {name} did not tick during the health window"
         return None
 
     def _latency_ok(self) -> str | None:

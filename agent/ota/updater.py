@@ -13,7 +13,7 @@ from typing import Any
 from agent.config.sections import AgentConfig
 from agent.engine.api import EngineControl
 from agent.errors import ModelError, OtaError, UpdateRejected
-from agent.ota.activation import Activation, plugins_using
+from agent.ota.activation import Activation, isolated_using, plugins_using
 from agent.ota.envelope import SignedUpdate
 from agent.ota.fsio import atomic_write_bytes, atomic_write_json, fsync_dir, fsync_file
 from agent.ota.health import HealthWindow
@@ -203,7 +203,9 @@ class ModelUpdater:
         """Check the version and, when plugins run the model, swap it in and watch it; the
         Activation to commit (None: nothing runs the model)."""
         engine = self.engine
-        if engine is None or not plugins_using(engine, self.name):
+        if engine is None or not (
+            plugins_using(engine, self.name) or isolated_using(engine, self.name)
+        ):
             return None  # nothing runs it: the isolated check was the whole validation
         act = Activation(engine, self.name, self.config.runtime)
         act.prepare(folder, manifest)
@@ -215,6 +217,7 @@ class ModelUpdater:
             health = HealthWindow(
                 engine,
                 act.watched(),
+                isolated=act.isolated_swapped,
                 window_s=window,
                 latency_regression=self.config.ota.latency_regression,
             )

@@ -99,6 +99,7 @@ class WaveParams(PluginParams):
 
     classes: int = Field(4, ge=1, description="check_model refuses models with other outputs")
     poison: bool = Field(False, description="Overwrite the first output with NaN after each run")
+    crash: bool = Field(False, description="Raise in every tick (a model that breaks the loop)")
 
 
 class WavePlugin(Plugin):
@@ -128,6 +129,8 @@ class WavePlugin(Plugin):
         self.slot.run()
         if self.params.poison:
             self.slot.outputs[0][0, 0] = np.nan
+        if self.params.crash:
+            raise RuntimeError("the tick failed on purpose")
         self.n += 1
 
     def apply_params(self, params: PluginParams) -> None:

@@ -144,6 +144,9 @@ class FakeEngine:
             raise PluginError(f"plugin {name!r} has no model")
         return slot.activate(model, slot.prepare(model))
 
+    def swap_model_folder(self, name: str, folder: Path | None, *, timeout: float = 30.0) -> str:
+        raise PluginError(f"plugin {name!r} is not isolated")
+
     def reload(self, config: AgentConfig) -> dict[str, Any]:
         if self.reload_error is not None:
             raise self.reload_error
