@@ -36,7 +36,8 @@ def policy() -> Iterator[Model]:
 
 
 class FlakySensor(Sensor):
-    """A sim sensor that can be told to drop out: 'stale' (returns False) or 'nan'."""
+    """A sim sensor that can be told to drop out: 'stale' (returns False), 'nan', or 'torn'
+    (scribbles inf over the buffer, then reports no reading)."""
 
     def __init__(self, inner: SimSensor) -> None:
         self.spec = inner.spec
@@ -46,6 +47,9 @@ class FlakySensor(Sensor):
     def read_into(self, out: Buffer) -> bool:
         """The simulator's reading, unless dropping out."""
         if self.mode == "stale":
+            return False
+        if self.mode == "torn":
+            out.fill(np.inf)
             return False
         ok = self._inner.read_into(out)
         if self.mode == "nan":
@@ -201,12 +205,17 @@ def test_lidar_dropout_stops_the_robot_and_is_reported_once(policy: Model) -> No
     assert np.abs(rig.wheels.last).max() > 0.0  # moving again
 
 
-def test_goal_dropout_holds_the_last_goal_then_stops(policy: Model) -> None:
+@pytest.mark.parametrize("mode", ["nan", "torn", "stale"])
+def test_goal_dropout_holds_the_last_goal_then_stops(policy: Model, mode: str) -> None:
     rig = Rig(policy, 10_001, goal_hold_s=0.2)
     rig.run(300)
     rig.kinds()
-    rig.goal.mode = "nan"
-    rig.run(50)  # 0.1 s: still steering on the held goal
+    assert rig.ctx.model is not None
+    model_goal = rig.ctx.model.inputs[0][0][32:]
+    last_good = model_goal.copy()
+    rig.goal.mode = mode
+    rig.run(50)  # 0.1 s: still steering on the held goal, which the model sees
+    assert np.array_equal(model_goal, last_good)
     assert np.abs(rig.wheels.last).max() > 0.05
     rig.run(100)  # past 0.2 s: stop
     assert not rig.wheels.last.any()
