@@ -96,7 +96,9 @@ class RobotPlugin(Plugin):
         self._argmax = self._logits.argmax
         self._item = action.item
         self._goal_good = np.zeros(3, np.float32)
-        self._scan_min = functools.partial(np.minimum.reduce, self._scan)
+        # argmin + item: about a third of what a ufunc reduction (np.min) costs on 32 values.
+        self._scan_argmin = self._scan.argmin
+        self._scan_item = self._scan.item
         # x.dot(x) is NaN or inf when any value is: one BLAS call, cheaper than a sum. The
         # common tick checks scan and goal together with one call on the whole input row.
         self._row_norm = functools.partial(row.dot, row)
@@ -163,7 +165,7 @@ class RobotPlugin(Plugin):
         goal_read = self._read_goal(self._goal)
         norm = float(self._row_norm())
         if lidar_read and goal_read and norm - norm == 0.0 and not self._dropped:
-            self._min_range = float(self._scan_min())
+            self._min_range = self._scan_item(self._scan_argmin())
             self._goal_good[...] = self._goal
             self._goal_age = 0
             scan_ok = goal_ok = True
@@ -194,7 +196,7 @@ class RobotPlugin(Plugin):
             norm = float(self._scan_norm())
             ok = norm - norm == 0.0  # NaN when any ray is NaN or infinite
             if ok:
-                self._min_range = float(self._scan_min())
+                self._min_range = self._scan_item(self._scan_argmin())
         return self._track(now_ns, _LIDAR, ok, "lidar")
 
     def _sense_goal(self, now_ns: int, ok: bool) -> bool:
@@ -233,22 +235,22 @@ class RobotPlugin(Plugin):
             return 0.0, 0.0
         curve = before - 2.0 * peak + after
         shift = 0.5 * (before - after) / curve if curve < 0.0 else 0.0
-        heading = (k + min(max(shift, -0.5), 0.5)) * BIN_WIDTH
+        heading = (k + _clamp(shift, 0.5)) * BIN_WIDTH
         if heading > math.pi:
             heading -= 2.0 * math.pi
         if abs(heading) > BEHIND and heading * self._turn_sign < 0.0:
             # A target behind the robot is as near turning either way: keep turning the way
             # we were, or bins either side of 180 degrees would flip the turn every tick.
             heading -= math.copysign(2.0 * math.pi, heading)
-        turn = min(max(self._turn_gain * heading, -self._max_turn), self._max_turn)
+        turn = _clamp(self._turn_gain * heading, self._max_turn)
         if turn != 0.0:
             self._turn_sign = math.copysign(1.0, turn)
         half = self._half_base * turn
         vmax = self._vmax
-        room = max(vmax - abs(half), 0.0)
-        v = min(max(speed, -room), room)
-        left = min(max(v - half, -vmax), vmax)
-        right = min(max(v + half, -vmax), vmax)
+        room = vmax - abs(half)
+        v = _clamp(speed, room if room > 0.0 else 0.0)
+        left = _clamp(v - half, vmax)
+        right = _clamp(v + half, vmax)
         return left, right
 
     def _limit(self, now_ns: int, left: float, right: float) -> tuple[float, float]:
@@ -280,3 +282,9 @@ class RobotPlugin(Plugin):
         row[6] = self.dropouts
         row[7] = self.goals_reached
         self._telemetry(now_ns, row)
+
+
+def _clamp(x: float, bound: float) -> float:
+    """`x` limited to [-bound, bound] (NaN stays NaN). Two comparisons instead of the builtins
+    min and max, whose argument parsing made them a fifth of the policy's decode time."""
+    return -bound if x < -bound else (bound if x > bound else x)

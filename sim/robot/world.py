@@ -337,7 +337,7 @@ class RobotWorld(Simulator):
                     out.fill(np.nan)
                     return True
                 return False
-            np.copyto(out, self._scan)
+            out[...] = self._scan  # a third of np.copyto's cost: this runs inside the tick
             return True
         if sensor == "goal":
             dx, dy = self._gx - self._x, self._gy - self._y
@@ -355,6 +355,15 @@ class RobotWorld(Simulator):
         """Set the wheel speed commands (m/s), clipped to the motors' limit; NaN means stop."""
         if actuator != "wheels":
             raise KeyError(actuator)
-        left, right = float(value[0]), float(value[1])
-        self._cl = min(max(left, -MAX_WHEEL_SPEED), MAX_WHEEL_SPEED) if left == left else 0.0
-        self._cr = min(max(right, -MAX_WHEEL_SPEED), MAX_WHEEL_SPEED) if right == right else 0.0
+        # item() and comparisons, not float(value[i]) and min/max: this runs inside the tick.
+        self._cl = _motor_command(value.item(0))
+        self._cr = _motor_command(value.item(1))
+
+
+def _motor_command(speed: float) -> float:
+    """A wheel speed command as the motor takes it: within its limit, and NaN as stop."""
+    if speed != speed:
+        return 0.0
+    if speed < -MAX_WHEEL_SPEED:
+        return -MAX_WHEEL_SPEED
+    return MAX_WHEEL_SPEED if speed > MAX_WHEEL_SPEED else speed
