@@ -95,6 +95,7 @@ class RobotPlugin(Plugin):
         self._logits = action[:N_BINS]
         self._argmax = self._logits.argmax
         self._item = action.item
+        self._goal_item = self._goal.item
         self._goal_good = np.zeros(3, np.float32)
         # argmin + item: about a third of what a ufunc reduction (np.min) costs on 32 values.
         self._scan_argmin = self._scan.argmin
@@ -174,7 +175,7 @@ class RobotPlugin(Plugin):
             goal_ok = self._sense_goal(now_ns, goal_read)
         self._estop = False
         if scan_ok and goal_ok:
-            distance = float(self._goal[0])
+            distance = self._goal_item(0)
             if distance <= self._goal_tol:
                 if not self._at_goal:
                     self._at_goal = True
@@ -183,7 +184,8 @@ class RobotPlugin(Plugin):
             else:
                 self._at_goal = False
                 left, right = self._policy()
-                left, right = self._limit(now_ns, left, right)
+                if self._min_range < self._safety.distance:  # else nothing is near enough
+                    left, right = self._limit(now_ns, left, right)
         self._cmd[0] = left
         self._cmd[1] = right
         self._write_wheels(self._cmd)
@@ -254,9 +256,8 @@ class RobotPlugin(Plugin):
         return left, right
 
     def _limit(self, now_ns: int, left: float, right: float) -> tuple[float, float]:
-        """The safety layer: zero the translation that would close on a near return."""
-        if self._min_range >= self._safety.distance:
-            return left, right
+        """The safety layer, once a return is nearer than the e-stop distance: zero the
+        translation that would close on it."""
         speed = 0.5 * (left + right)
         if not self._safety.blocks(self._scan, speed):
             return left, right

@@ -139,6 +139,7 @@ class RobotWorld(Simulator):
         """Move the goal of the running episode (scripted scenes and tests)."""
         self._gx, self._gy = float(x), float(y)
         self.straight_distance = math.hypot(self._gx - self._x, self._gy - self._y)
+        self._goal_now()
 
     def _new_room(self) -> None:
         self.layout: Layout = generate_layout(self._rng)
@@ -187,6 +188,7 @@ class RobotWorld(Simulator):
         self.episodes += 1
         self._step_no = 0
         self._scan_now()
+        self._goal_now()
 
     def _build_grid(self) -> None:
         nx = math.ceil(self.layout.width / _GRID)
@@ -230,6 +232,7 @@ class RobotWorld(Simulator):
         self.episode_time += dt
         self._step_no += 1
         self._check_outcome()
+        self._goal_now()
         if self._step_no % self.lidar_every == 0:
             self._situations()
             self._scan_now()
@@ -318,6 +321,15 @@ class RobotWorld(Simulator):
             self._popup_until = self.t + self.popup_duration_s
             self.popups += 1
 
+    def _goal_now(self) -> None:
+        """The goal sensor's reading for the current pose: computed by the stepping thread, as a
+        real localisation stack would, so a read is one copy inside the plugin's tick."""
+        dx, dy = self._gx - self._x, self._gy - self._y
+        bearing = math.atan2(dy, dx) - self._th
+        reading = (math.hypot(dx, dy), math.cos(bearing), math.sin(bearing))
+        # A new array, never written in place: a reader on another thread sees one reading.
+        self._goal_reading = np.array(reading, np.float32)
+
     def _scan_now(self) -> None:
         ranges = raycast(
             self.layout, self._x, self._y, RAY_ANGLES + self._th, LIDAR_RANGE, self._circles
@@ -340,11 +352,7 @@ class RobotWorld(Simulator):
             out[...] = self._scan  # a third of np.copyto's cost: this runs inside the tick
             return True
         if sensor == "goal":
-            dx, dy = self._gx - self._x, self._gy - self._y
-            bearing = math.atan2(dy, dx) - self._th
-            out[0] = math.hypot(dx, dy)
-            out[1] = math.cos(bearing)
-            out[2] = math.sin(bearing)
+            out[...] = self._goal_reading
             return True
         if sensor == "pose":
             out[0], out[1], out[2] = self._x, self._y, self._th
