@@ -85,6 +85,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("docs/plugins.md", "cd docs/examples/edge-agent-squarewatch"): "a shell step of the next",
     ("docs/plugins.md", "python -m pytest -q tests"): "the example package's own suite, "
     "run by tests/testing/test_example_plugin_package.py",
+    ("docs/realtime.md", "valgrind --tool=callgrind"): "minutes under valgrind; "
+    "tests/sim/test_tickcount.py runs the same module with a few calls",
     ("docs/mqtt.md", '{"state": "offline"}'): "the last will: published by the broker when the "
     "agent dies; tests/sync cover it (the live agent here must stay up)",
     ("docs/mqtt.md", '"reason": "shutdown"'): "published as the agent stops; tests/sync",
@@ -113,10 +115,11 @@ def allowed(e: Example) -> str | None:
 
 
 def _slow(e: Example) -> bool:
-    """A run of a second agent, or the 16 s signal feed (a synopsis only reads `--help`)."""
+    """A run of a second agent, a whole bench (a minute), or the 16 s signal feed (a synopsis
+    only reads `--help`)."""
     if e.kind != "command" or is_synopsis(e.text):
         return False
-    return re.search(r"\bedge-agent run\b", e.text) is not None or "<<" in e.text
+    return re.search(r"\bedge-agent (run|bench)\b", e.text) is not None or "<<" in e.text
 
 
 def _params(kind: str) -> list[Any]:
