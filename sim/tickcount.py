@@ -34,7 +34,7 @@ def parts() -> dict[str, Callable[[], object]]:
     rig = build_rig(RobotPlugin, RobotParams(), model, rate_hz=500, sim=world, constant=0.0)
     rig.run(500)
     p = rig.plugin
-    assert rig.ctx.model is not None
+    assert isinstance(p, RobotPlugin) and rig.ctx.model is not None
     row = rig.ctx.model.inputs[0][0]
     scan, goal, good = row[:32], row[32:], row.copy()[32:]
     lidar, goal_sensor = rig.ctx.sensors["lidar"], rig.ctx.sensors["goal"]
