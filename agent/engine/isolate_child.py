@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import queue
 import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -106,6 +108,8 @@ class _Child:
         self.tick_hist = Histogram()
         self.late_hist = Histogram()
         self.loop: Loop | None = None
+        self._swapping: threading.Thread | None = None
+        self._swaps_done: queue.SimpleQueue[tuple[str | None, str | None]] = queue.SimpleQueue()
 
     def setup(self) -> None:
         spec = self.spec
@@ -187,6 +191,7 @@ class _Child:
                 if msg[0] == "stop":
                     return
                 self._control(msg)
+            self._send_swaps()
             self._flush()
             if time.monotonic() >= next_stats:
                 self._send_stats()
@@ -199,23 +204,35 @@ class _Child:
         conn.send(("error", message, text))
 
     def _control(self, msg: tuple[Any, ...]) -> None:
-        if msg[0] == "swap":
-            self._swap(msg[1])
-        else:
+        if msg[0] != "swap":
             self._apply(msg)
+            return
+        folder = msg[1]
+        loop = self.loop
+        if loop is None or not loop.alive:  # nothing ticks: swap right here
+            self.conn.send(("swapped", *self._swap(folder)))
+        elif self._swapping is not None and self._swapping.is_alive():
+            self.conn.send(("swapped", "another model swap is still loading", None))
+        else:
+            # Loading may take seconds: off this thread, which keeps sending outputs and
+            # stats meanwhile (the host's stuck-child check reads the tick count from them).
+            done = self._swaps_done
+            self._swapping = threading.Thread(
+                target=lambda: done.put(self._swap(folder)), name="model-swap", daemon=True
+            )
+            self._swapping.start()
 
-    def _swap(self, folder: str | None) -> None:
+    def _swap(self, folder: str | None) -> tuple[str | None, str | None]:
         """Load the model in `folder` (None: the active version by name), check it against the
-        slot and the plugin, make it the one the loop runs between two ticks, close the old."""
+        slot and the plugin, make it the one the loop runs between two ticks, close the old;
+        (error, None) or (None, the version now running)."""
         slot, models, name = self.slot, self.spec.models, self.spec.model_name
         if slot is None or models is None or name is None:
-            self.conn.send(("swapped", "the plugin has no model slot", None))
-            return
+            return "the plugin has no model slot", None
         try:
             model = models.from_folder(Path(folder)) if folder else models(name)
         except Exception as exc:  # a load failure refuses the swap; the old model runs on
-            self.conn.send(("swapped", f"{type(exc).__name__}: {exc}", None))
-            return
+            return f"{type(exc).__name__}: {exc}", None
         try:
             fast = slot.prepare(model)
             self.plugin.check_model(model)
@@ -226,10 +243,13 @@ class _Child:
                 old = slot.activate(model, fast)
         except Exception as exc:
             model.close()
-            self.conn.send(("swapped", f"{type(exc).__name__}: {exc}", None))
-            return
+            return f"{type(exc).__name__}: {exc}", None
         old.close()
-        self.conn.send(("swapped", None, model.version))
+        return None, model.version
+
+    def _send_swaps(self) -> None:
+        while not self._swaps_done.empty():
+            self.conn.send(("swapped", *self._swaps_done.get()))
 
     def _apply(self, msg: tuple[Any, ...]) -> None:
         _, params_data, rate_hz = msg

@@ -76,7 +76,8 @@ class ChildLoop:
         self._replies: queue.Queue[str | None] = queue.Queue()
         self._swaps: queue.Queue[tuple[str | None, str | None]] = queue.Queue()
         self._stopping = False
-        self._stuck_s: float | None = None
+        self._killed_for: str | None = None
+        """Why the host killed the child (stuck in a tick, or in a model swap), once it did."""
         self._error: str | None = None
         """The child's report of its tick's exception, once it sent one."""
         self._give_up = float("inf")
@@ -156,8 +157,11 @@ class ChildLoop:
 
     def kill_stuck(self, seconds: float) -> None:
         """End a child whose ticks stopped `seconds` ago: reported as a crash saying so."""
-        self._stuck_s = seconds
         log.error("plugin %s: no tick for %.1f s; killing child %s", self.name, seconds, self.pid)
+        self._kill(f"child process {self.pid} stuck in a tick for {seconds:.1f} s; killed")
+
+    def _kill(self, reason: str) -> None:
+        self._killed_for = reason
         with contextlib.suppress(ValueError, OSError):
             self.process.kill()
 
@@ -189,8 +193,9 @@ class ChildLoop:
     def swap(self, folder: str | None, timeout: float = SWAP_TIMEOUT_S) -> str:
         """Have the child load the model in `folder` (None: the active version of its model)
         and run it from its next tick on; the version it now runs. PluginError naming the
-        reason if the child refused it, or died or stalled while loading it (a crash is then
-        reported and restarted like any other: the restart loads the active version)."""
+        reason if the child refused it, or died while loading it, or took longer than `timeout`
+        (then it is killed: either way the crash is reported and restarted like any other, and
+        the restart loads the active version)."""
         while not self._swaps.empty():  # a late answer to an earlier, timed-out request
             self._swaps.get_nowait()
         self._send(("swap", folder))
@@ -207,7 +212,10 @@ class ChildLoop:
                 if not self.alive:
                     reply = ("the child process ended while loading the model", None)
                 elif time.monotonic() > end:
-                    reply = (f"no answer within {timeout:g} s", None)
+                    # It may still finish and swap in a model the caller gave up on: end the
+                    # child instead; its restart loads the active version.
+                    reply = (f"no answer within {timeout:g} s; child process killed", None)
+                    self._kill(f"child process {self.pid} loaded a model for over {timeout:g} s")
         error, version = reply
         if error is not None or version is None:
             raise PluginError(f"plugin {self.name!r}: child refused the model: {error}")
@@ -231,10 +239,8 @@ class ChildLoop:
             code = self.reap(1.0)
         if self._error is not None:
             self.error = ChildCrashed(self._error)
-        elif self._stuck_s is not None:
-            self.error = ChildCrashed(
-                f"child process {self.pid} stuck in a tick for {self._stuck_s:.1f} s; killed"
-            )
+        elif self._killed_for is not None:
+            self.error = ChildCrashed(self._killed_for)
         elif not self._stopping:
             self.error = ChildCrashed(_death(self.pid, code))
 

@@ -3,6 +3,8 @@ handed the new version's folder, loads and checks it there and swaps it in betwe
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 
 from agent.config.sections import AgentConfig, PluginConfig
 from agent.engine.host import PluginHost
+from agent.errors import PluginError
 from agent.ota import OtaService
 from agent.plugin.registry import PluginRegistry
 from tests.support.ota import NAME, V1_1, W32, WavePlugin, feed, make_config, pack
@@ -124,3 +127,46 @@ def test_a_crash_in_the_health_window_rolls_back_and_the_restart_loads_the_activ
         time.sleep(0.05)
     assert (_row(host)["state"], _row(host)["model_version"]) == ("running", "1.0.0")
     svc.close()
+
+
+def test_a_folder_that_does_not_load_is_refused_and_the_child_ticks_on(
+    tmp_path: Path, host: PluginHost
+) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{ not json")
+    pid = _row(host)["pid"]
+    with pytest.raises(PluginError, match="child refused the model: .*manifest"):
+        host.swap_model_folder("wave", broken)
+    row = _row(host)
+    assert (row["model_version"], row["pid"], row["restarts"]) == ("1.0.0", pid, 0)
+
+
+def test_a_load_that_hangs_keeps_the_loop_ticking_then_costs_the_child_a_restart(
+    tmp_path: Path, host: PluginHost
+) -> None:
+    # A manifest that is a FIFO with no writer: open() blocks, as on a hung network mount.
+    hung = tmp_path / "hung"
+    hung.mkdir()
+    os.mkfifo(hung / "manifest.json")
+    pid = _row(host)["pid"]
+    seen: list[int] = []
+
+    def sample_ticks() -> None:
+        for _ in range(3):
+            seen.append(host.tick_counters()["wave"])
+            time.sleep(0.4)
+
+    sampler = threading.Thread(target=sample_ticks)
+    sampler.start()
+    with pytest.raises(PluginError, match="no answer within 1.5 s; child process killed"):
+        host.swap_model_folder("wave", hung, timeout=1.5)
+    sampler.join()
+    assert seen == sorted(seen) and seen[-1] > seen[0]  # ticks went on while it loaded
+    end = time.monotonic() + 30.0
+    while (_row(host)["state"], _row(host)["restarts"]) != ("running", 1):
+        assert time.monotonic() < end, _row(host)
+        time.sleep(0.05)
+    row = _row(host)
+    assert row["pid"] != pid and row["model_version"] == "1.0.0"
+    assert "loaded a model for over 1.5 s" in (row["last_error"] or "")
