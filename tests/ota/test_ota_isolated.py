@@ -136,7 +136,7 @@ def test_a_folder_that_does_not_load_is_refused_and_the_child_ticks_on(
     broken.mkdir()
     (broken / "manifest.json").write_text("{ not json")
     pid = _row(host)["pid"]
-    with pytest.raises(PluginError, match="child refused the model: .*manifest"):
+    with pytest.raises(PluginError, match=r"child refused the model: .*manifest"):
         host.swap_model_folder("wave", broken)
     row = _row(host)
     assert (row["model_version"], row["pid"], row["restarts"]) == ("1.0.0", pid, 0)
@@ -159,7 +159,7 @@ def test_a_load_that_hangs_keeps_the_loop_ticking_then_costs_the_child_a_restart
 
     sampler = threading.Thread(target=sample_ticks)
     sampler.start()
-    with pytest.raises(PluginError, match="no answer within 1.5 s; child process killed"):
+    with pytest.raises(PluginError, match=r"no answer within 1\.5 s; child process killed"):
         host.swap_model_folder("wave", hung, timeout=1.5)
     sampler.join()
     assert seen == sorted(seen) and seen[-1] > seen[0]  # ticks went on while it loaded
