@@ -3,7 +3,6 @@ the environment variable to blame."""
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -114,6 +113,8 @@ def _message(err: ErrorDetails, loc: Loc, known_keys: Callable[[Loc], Collection
         if len(loc) > 1 and _is_tag(loc[-2], None):  # `accelerator=cpu` -> "for accelerator 'cpu'"
             chooser, _, choice = str(loc[-2]).partition("=")
             message += f" for {chooser} '{choice}'"
+        import difflib  # only a config with an unknown key pays for it, not every start
+
         close = difflib.get_close_matches(str(loc[-1]), known_keys(loc[:-1]), n=1)
         return message + (f" (did you mean '{close[0]}'?)" if close else "")
     if kind == "missing":

@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import tomli_w
 from pydantic import ValidationError
 
 from agent.config import schema
@@ -299,6 +298,8 @@ def _read_secret(path: Path, key: str) -> str:
 
 def format_config(cfg: AgentConfig) -> str:
     """The configuration as TOML that `load_config` reads back to an equal config."""
+    import tomli_w  # only `config check` and tests write TOML; a running agent never does
+
     # TOML has no null: unset optional keys are left out, which is what their default means.
     return tomli_w.dumps(_toml_ready(cfg.model_dump(exclude_none=True)))
 

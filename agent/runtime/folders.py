@@ -24,7 +24,11 @@ ACTIVE = "active"
 VERSIONS = "versions"
 """The folder of a model's kept OTA versions."""
 _NAME = re.compile(r"^[a-z0-9_]+$")
-_CHUNK = 1 << 20
+# Read size for hashing, below glibc's 128 KiB mmap threshold on purpose: a 1 MiB buffer is
+# mmapped, and freeing it raises that threshold to 1 MiB and the heap's trim threshold to 2 MiB
+# for the rest of the process, so up to 2 MB that start-up freed stayed resident (generic-x86
+# agent after start: 75.5-77.3 MB with 1 MiB reads, 74.9-75.0 MB with 64 KiB; hashing as fast).
+_CHUNK = 1 << 16
 
 
 def ota_dir(state_dir: Path, name: str) -> Path:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent import __version__
-from agent.cli.main import build_parser, main
+from agent.cli.main import COMMANDS, build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,6 +57,23 @@ def test_log_level_flags_are_exclusive_and_checked(capsys: pytest.CaptureFixture
             parser.parse_args(argv)
         assert refused.value.code == 2
     assert "invalid choice: 'LOUD'" in capsys.readouterr().err
+
+
+def test_a_named_command_builds_its_own_parser_alone() -> None:
+    full = build_parser()
+    for name, module in COMMANDS.items():
+        sub = _commands(build_parser([name]))
+        assert list(sub.choices) == [name], module  # the key is the name the module registers
+        assert sub.choices[name].format_help() == _commands(full).choices[name].format_help()
+    assert list(_commands(full).choices) == list(COMMANDS)
+    for argv in (["-h"], ["-vh", "run"], ["--he", "run"], ["--version"], ["nope"], []):
+        assert list(_commands(build_parser(argv)).choices) == list(COMMANDS), argv
+    for argv in (["-q", "run"], ["--log-level", "info", "run"], ["--log-level=info", "run", "-h"]):
+        assert list(_commands(build_parser(argv)).choices) == ["run"], argv
+
+
+def _commands(parser: argparse.ArgumentParser) -> Any:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")

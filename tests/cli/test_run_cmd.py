@@ -67,6 +67,9 @@ def test_run_for_a_duration_logs_summaries_and_imports_only_needed_runtimes(
     assert "ai_edge_litert" in modules  # the configured model is a .tflite
     for unneeded in ("onnxruntime", "paho", "apscheduler", "tensorflow", "rich"):
         assert unneeded not in modules, unneeded
+    # Nor the other commands' modules, nor what only they import (RSS for the agent's life).
+    others = {"agent.cli.bench_cmd", "agent.cli.ota_cmd", "agent.modelimport", "tomli_w", "difflib"}
+    assert not others & modules, others & modules
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
