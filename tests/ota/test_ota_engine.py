@@ -12,11 +12,17 @@ from agent.config.sections import AgentConfig, PluginConfig
 from agent.engine.host import PluginHost
 from agent.errors import OtaError
 from agent.ota import OtaService
-from agent.plugin.registry import PluginRegistry
 from agent.runtime.base import Model
-from tests.support.ota import NAME, SLOW, V1_1, W32, WavePlugin, feed, make_config, pack
-
-WAIT = 60.0
+from tests.support.ota import (
+    NAME,
+    SLOW,
+    V1_1,
+    W32,
+    install,
+    make_config,
+    pack,
+    wave_host,
+)
 
 
 class SwapCounter:
@@ -36,16 +42,6 @@ class SwapCounter:
         return old
 
 
-def _host(config: AgentConfig) -> Iterator[PluginHost]:
-    host = PluginHost(config, registry=PluginRegistry(extra={"wave": WavePlugin}))
-    host.start()
-    try:
-        assert host.wait_ready(10.0)
-        yield host
-    finally:
-        host.stop()
-
-
 def _plugin(rate_hz: float = 100.0, **params: Any) -> PluginConfig:
     # SCHED_FIFO, as a board runs its loops (the loop warns and goes on where not permitted):
     # at normal priority other processes on this 2-core machine delay a 100 Hz tick past its
@@ -63,17 +59,11 @@ def _config(tmp_path: Path, keys: Path, rate_hz: float = 100.0, **ota: Any) -> A
 @pytest.fixture
 def host(tmp_path: Path, keys: Path) -> Iterator[PluginHost]:
     """A running engine with one plugin on the shipped model (health window 1 s)."""
-    yield from _host(_config(tmp_path, keys))
+    yield from wave_host(_config(tmp_path, keys))
 
 
 def _version(host: PluginHost) -> str:
     return str(host.model_slots()["wave"].model.version)
-
-
-def _update(svc: OtaService, bundle: Path) -> dict[str, Any]:
-    rx = svc.receiver(NAME)
-    feed(rx, bundle)
-    return rx.wait(WAIT)
 
 
 def test_a_valid_update_swaps_in_without_an_overrun(
@@ -83,7 +73,7 @@ def test_a_valid_update_swaps_in_without_an_overrun(
     svc = OtaService(host.config, engine=engine)
     ticks = host.tick_counters()["wave"]
     pack(V1_1, keys, tmp_path / "b.tar")
-    final = _update(svc, tmp_path / "b.tar")
+    final = install(svc, tmp_path / "b.tar")
     assert final["state"] == "active", final
     assert _version(host) == "1.1.0"
     # Swapped in between two ticks, and no tick overran meanwhile. (100 Hz x 1 s is too few
@@ -97,10 +87,10 @@ def test_a_valid_update_swaps_in_without_an_overrun(
 def test_a_10x_slower_model_is_rolled_back_in_the_health_window(tmp_path: Path, keys: Path) -> None:
     # 1 kHz: caches stay warm, so run times reflect the work done, and p99s have samples.
     config = _config(tmp_path, keys, 1000.0, health_window_s=2.0, latency_regression=3.0)
-    for host in _host(config):
+    for host in wave_host(config):
         svc = OtaService(config, engine=SwapCounter(host))
         pack(SLOW, keys, tmp_path / "b.tar")
-        final = _update(svc, tmp_path / "b.tar")
+        final = install(svc, tmp_path / "b.tar")
         assert final["state"] == "rolled_back", final
         assert "p99 run time" in final["reason"] and "previous model's" in final["reason"]
         assert _version(host) == "1.0.0"
@@ -118,7 +108,7 @@ def test_nan_outputs_in_the_loop_roll_back(tmp_path: Path, keys: Path, host: Plu
 
     svc.add_listener(poison_in_health_window)
     pack(V1_1, keys, tmp_path / "b.tar")
-    final = _update(svc, tmp_path / "b.tar")
+    final = install(svc, tmp_path / "b.tar")
     assert final["state"] == "rolled_back"
     assert "NaN or inf" in final["reason"]
     assert _version(host) == "1.0.0"
@@ -130,16 +120,16 @@ def test_the_plugin_check_and_the_slot_shape_refuse_before_any_swap(
 ) -> None:
     plugin = _plugin(classes=5)
     config = make_config(tmp_path, [keys / "public.pem"], plugins=[plugin])
-    for host in _host(config):
+    for host in wave_host(config):
         engine = SwapCounter(host)
         svc = OtaService(config, engine=engine)
         pack(W32, keys, tmp_path / "w.tar")
-        final = _update(svc, tmp_path / "w.tar")
+        final = install(svc, tmp_path / "w.tar")
         assert (final["state"], final["code"]) == ("rejected", "incompatible")
         assert "slot" in final["reason"]
         assert engine.swaps == []
         pack(V1_1, keys, tmp_path / "b.tar")
-        final = _update(svc, tmp_path / "b.tar")
+        final = install(svc, tmp_path / "b.tar")
         assert final["state"] == "rejected"
         assert "plugin expects 5" in final["reason"]
         assert _version(host) == "1.0.0"
@@ -152,7 +142,7 @@ def test_rollback_command_swaps_the_previous_version_back(
     engine = SwapCounter(host)
     svc = OtaService(host.config, engine=engine)
     pack(V1_1, keys, tmp_path / "b.tar")
-    assert _update(svc, tmp_path / "b.tar")["state"] == "active"
+    assert install(svc, tmp_path / "b.tar")["state"] == "active"
     assert svc.rollback(NAME) == {
         "model": NAME,
         "from": "1.1.0",
@@ -170,11 +160,11 @@ def test_a_model_as_fast_as_the_previous_one_passes_the_latency_check(
     tmp_path: Path, keys: Path
 ) -> None:
     config = _config(tmp_path, keys, 1000.0, health_window_s=2.0, latency_regression=3.0)
-    for host in _host(config):
+    for host in wave_host(config):
         engine = SwapCounter(host)
         svc = OtaService(config, engine=engine)
         pack(V1_1, keys, tmp_path / "b.tar")
-        final = _update(svc, tmp_path / "b.tar")
+        final = install(svc, tmp_path / "b.tar")
         assert final["state"] == "active", final
         # Judged this time: a timed 1.0.0 instance ran first, as the latency baseline.
         assert [v for _, v, _ in engine.swaps] == ["1.0.0", "1.1.0"]

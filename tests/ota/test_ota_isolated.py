@@ -16,10 +16,15 @@ from agent.config.sections import AgentConfig, PluginConfig
 from agent.engine.host import PluginHost
 from agent.errors import PluginError
 from agent.ota import OtaService
-from agent.plugin.registry import PluginRegistry
-from tests.support.ota import NAME, V1_1, W32, WavePlugin, feed, make_config, pack
-
-WAIT = 60.0
+from tests.support.ota import (
+    NAME,
+    V1_1,
+    W32,
+    install,
+    make_config,
+    pack,
+    wave_host,
+)
 
 
 def _config(tmp_path: Path, keys: Path, **params: Any) -> AgentConfig:
@@ -27,30 +32,14 @@ def _config(tmp_path: Path, keys: Path, **params: Any) -> AgentConfig:
     return make_config(tmp_path, [keys / "public.pem"], plugins=[plugin])
 
 
-def _host(config: AgentConfig) -> Iterator[PluginHost]:
-    host = PluginHost(config, registry=PluginRegistry(extra={"wave": WavePlugin}))
-    host.start()
-    try:
-        assert host.wait_ready(30.0)
-        yield host
-    finally:
-        host.stop()
-
-
 @pytest.fixture
 def host(tmp_path: Path, keys: Path) -> Iterator[PluginHost]:
     """A running engine with the isolated plugin on the shipped model (health window 1 s)."""
-    yield from _host(_config(tmp_path, keys))
+    yield from wave_host(_config(tmp_path, keys))
 
 
 def _row(host: PluginHost) -> dict[str, Any]:
     return next(p for p in host.plugins() if p["name"] == "wave")
-
-
-def _update(svc: OtaService, bundle: Path) -> dict[str, Any]:
-    rx = svc.receiver(NAME)
-    feed(rx, bundle)
-    return rx.wait(WAIT)
 
 
 def test_an_update_reaches_an_isolated_plugin_without_restarting_it(
@@ -60,7 +49,7 @@ def test_an_update_reaches_an_isolated_plugin_without_restarting_it(
     assert (before["isolated"], before["model_version"]) == (True, "1.0.0")
     svc = OtaService(host.config, engine=host)
     pack(V1_1, keys, tmp_path / "b.tar")
-    final = _update(svc, tmp_path / "b.tar")
+    final = install(svc, tmp_path / "b.tar")
     assert final["state"] == "active", final
     after = _row(host)
     # The same child process runs the new version: swapped between two ticks, not restarted.
@@ -76,7 +65,7 @@ def test_the_rollback_command_swaps_an_isolated_plugin_back(
     pid = _row(host)["pid"]
     svc = OtaService(host.config, engine=host)
     pack(V1_1, keys, tmp_path / "b.tar")
-    assert _update(svc, tmp_path / "b.tar")["state"] == "active"
+    assert install(svc, tmp_path / "b.tar")["state"] == "active"
     assert svc.rollback(NAME)["to"] == "1.0.0"
     row = _row(host)
     assert (row["model_version"], row["pid"], row["restarts"]) == ("1.0.0", pid, 0)
@@ -87,17 +76,17 @@ def test_the_plugin_check_in_the_child_refuses_and_the_old_model_runs_on(
     tmp_path: Path, keys: Path
 ) -> None:
     config = _config(tmp_path, keys, classes=5)
-    for host in _host(config):
+    for host in wave_host(config):
         pid = _row(host)["pid"]
         svc = OtaService(config, engine=host)
         pack(V1_1, keys, tmp_path / "b.tar")
-        final = _update(svc, tmp_path / "b.tar")
+        final = install(svc, tmp_path / "b.tar")
         assert (final["state"], final["code"]) == ("rejected", "incompatible"), final
         assert "child refused the model" in final["reason"]
         assert "plugin expects 5" in final["reason"]
         # A different shape never reaches the child: refused against the active version.
         pack(W32, keys, tmp_path / "w.tar")
-        final = _update(svc, tmp_path / "w.tar")
+        final = install(svc, tmp_path / "w.tar")
         assert (final["state"], final["code"]) == ("rejected", "incompatible"), final
         assert "active version" in final["reason"]
         row = _row(host)
@@ -117,7 +106,7 @@ def test_a_crash_in_the_health_window_rolls_back_and_the_restart_loads_the_activ
 
     svc.add_listener(crash_in_health_window)
     pack(V1_1, keys, tmp_path / "b.tar")
-    final = _update(svc, tmp_path / "b.tar")
+    final = install(svc, tmp_path / "b.tar")
     assert final["state"] == "rolled_back", final
     assert "failed with the new model" in final["reason"]
     assert svc.status(NAME)["active"] == "1.0.0"

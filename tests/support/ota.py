@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,10 +15,19 @@ import numpy as np
 from pydantic import Field
 
 from agent.config.sections import AgentConfig, OtaConfig, PluginConfig
+from agent.engine.host import PluginHost
 from agent.errors import ModelError
-from agent.ota import Bundle, OtaReceiver, RollbackArgs, load_private_key, pack_bundle
+from agent.ota import (
+    Bundle,
+    OtaReceiver,
+    OtaService,
+    RollbackArgs,
+    load_private_key,
+    pack_bundle,
+)
 from agent.ota.envelope import UpdateBody
 from agent.plugin.base import Plugin, PluginContext, PluginParams
+from agent.plugin.registry import PluginRegistry
 from agent.runtime.base import Model
 from tests.support import acl
 from tests.support.paths import OTA_DATA
@@ -55,6 +64,24 @@ def pack(
 ) -> UpdateBody:
     """Pack `folder` with the private key in `keys/` into `out`."""
     return pack_bundle(folder, load_private_key(keys / "private.pem"), out, serial=serial, **kwargs)
+
+
+def wave_host(config: AgentConfig) -> Iterator[PluginHost]:
+    """A started engine with WavePlugin registered as `wave` (for `yield from` and `for`)."""
+    host = PluginHost(config, registry=PluginRegistry(extra={"wave": WavePlugin}))
+    host.start()
+    try:
+        assert host.wait_ready(30.0)
+        yield host
+    finally:
+        host.stop()
+
+
+def install(svc: OtaService, bundle: Path, wait_s: float = 60.0) -> dict[str, Any]:
+    """Feed `bundle` to the service's receiver of the waveform model; its final status."""
+    rx = svc.receiver(NAME)
+    feed(rx, bundle)
+    return rx.wait(wait_s)
 
 
 def feed(
