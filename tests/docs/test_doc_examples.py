@@ -85,6 +85,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("docs/plugins.md", "cd docs/examples/edge-agent-squarewatch"): "a shell step of the next",
     ("docs/plugins.md", "python -m pytest -q tests"): "the example package's own suite, "
     "run by tests/testing/test_example_plugin_package.py",
+    ("docs/realtime.md", "--duration 10 --repeat 3 --json"): "three whole benches (3-4 min); "
+    "the single bench at the top of that page runs in the slow suite and "
+    "tests/bench/test_bench_cmd.py runs --repeat",
     ("docs/realtime.md", "valgrind --tool=callgrind"): "minutes under valgrind; "
     "tests/sim/test_tickcount.py runs the same module with a few calls",
     ("docs/mqtt.md", '{"state": "offline"}'): "the last will: published by the broker when the "

@@ -21,6 +21,7 @@ from tests.support.ota import (
     install,
     make_config,
     pack,
+    set_in_health_window,
     wave_host,
 )
 
@@ -102,11 +103,7 @@ def test_a_10x_slower_model_is_rolled_back_in_the_health_window(tmp_path: Path, 
 def test_nan_outputs_in_the_loop_roll_back(tmp_path: Path, keys: Path, host: PluginHost) -> None:
     svc = OtaService(host.config, engine=host)
 
-    def poison_in_health_window(status: dict[str, Any]) -> None:
-        if status["state"] == "validating" and status["reason"] == "health window":
-            host.set_params("wave", {"poison": True})
-
-    svc.add_listener(poison_in_health_window)
+    set_in_health_window(svc, host, {"poison": True})
     pack(V1_1, keys, tmp_path / "b.tar")
     final = install(svc, tmp_path / "b.tar")
     assert final["state"] == "rolled_back"

@@ -23,6 +23,7 @@ from tests.support.ota import (
     install,
     make_config,
     pack,
+    set_in_health_window,
     wave_host,
 )
 
@@ -100,11 +101,7 @@ def test_a_crash_in_the_health_window_rolls_back_and_the_restart_loads_the_activ
 ) -> None:
     svc = OtaService(host.config, engine=host)
 
-    def crash_in_health_window(status: dict[str, Any]) -> None:
-        if status["state"] == "validating" and status["reason"] == "health window":
-            host.set_params("wave", {"crash": True})
-
-    svc.add_listener(crash_in_health_window)
+    set_in_health_window(svc, host, {"crash": True})
     pack(V1_1, keys, tmp_path / "b.tar")
     final = install(svc, tmp_path / "b.tar")
     assert final["state"] == "rolled_back", final

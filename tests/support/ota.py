@@ -84,6 +84,17 @@ def install(svc: OtaService, bundle: Path, wait_s: float = 60.0) -> dict[str, An
     return rx.wait(wait_s)
 
 
+def set_in_health_window(svc: OtaService, host: PluginHost, params: dict[str, Any]) -> None:
+    """Have the `wave` plugin take `params` as soon as an update's health window opens (a model
+    that misbehaves only on live data: its golden vectors pass)."""
+
+    def listener(status: dict[str, Any]) -> None:
+        if status["state"] == "validating" and status["reason"] == "health window":
+            host.set_params("wave", params)
+
+    svc.add_listener(listener)
+
+
 def feed(
     rx: OtaReceiver,
     bundle: Path,
