@@ -7,8 +7,9 @@ Its main thread serves the pipe: control from the host (go, apply, swap, stop), 
 the plugin's outputs (drained from a local channel every `FLUSH_S`) and the loop's counters and
 histograms (every `STATS_S`). Nothing but the loop thread touches the plugin between `go` and
 `stop`; apply goes through the loop's mailbox, between two ticks, as in the host. A model swap
-(an OTA update, its revert, a rollback) is loaded and checked on the main thread while the loop
-ticks on, and activated through the mailbox like an in-process swap.
+(an OTA update, its revert, a rollback) is loaded and checked on a worker thread while the loop
+ticks on and the main thread keeps serving, and activated through the mailbox like an
+in-process swap.
 """
 
 from __future__ import annotations
@@ -53,9 +54,8 @@ class ModelSource:
     def __call__(self, name: str) -> Model:
         """The active version of model `name` (ModelError with the reason otherwise)."""
         from agent.runtime.folders import ModelStore
-        from agent.runtime.loader import load_model
 
-        return load_model(ModelStore(self.models_dir, self.state_dir).resolve(name), self.runtime)
+        return self.from_folder(ModelStore(self.models_dir, self.state_dir).resolve(name))
 
     def from_folder(self, folder: Path) -> Model:
         """The model in `folder` (a version an update brings), loaded as the store would."""

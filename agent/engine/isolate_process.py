@@ -199,28 +199,34 @@ class ChildLoop:
         while not self._swaps.empty():  # a late answer to an earlier, timed-out request
             self._swaps.get_nowait()
         self._send(("swap", folder))
-        end = time.monotonic() + timeout
-        reply: tuple[str | None, str | None] | None = None
-        while reply is None:
-            if self._thread is None:  # set up, not ticking: no host thread yet, read it here
-                msg = self._conn.recv() if self._conn.poll(timeout) else None
-                reply = (msg[1], msg[2]) if msg is not None else ("no answer", None)
-                break
-            try:
-                reply = self._swaps.get(timeout=0.05)
-            except queue.Empty:
-                if not self.alive:
-                    reply = ("the child process ended while loading the model", None)
-                elif time.monotonic() > end:
-                    # It may still finish and swap in a model the caller gave up on: end the
-                    # child instead; its restart loads the active version.
-                    reply = (f"no answer within {timeout:g} s; child process killed", None)
-                    self._kill(f"child process {self.pid} loaded a model for over {timeout:g} s")
+        if self._thread is None:  # set up, not ticking: no host thread yet, read it here
+            msg = self._conn.recv() if self._conn.poll(timeout) else None
+            reply: tuple[str | None, str | None] = (
+                (msg[1], msg[2]) if msg is not None else ("no answer", None)
+            )
+        else:
+            reply = self._await_swap(timeout)
         error, version = reply
         if error is not None or version is None:
             raise PluginError(f"plugin {self.name!r}: child refused the model: {error}")
         self.model_version = version
         return version
+
+    def _await_swap(self, timeout: float) -> tuple[str | None, str | None]:
+        """The child's (error, version) answer, read by the host thread; an error when the
+        child ends first or takes longer than `timeout`."""
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                return self._swaps.get(timeout=0.05)
+            except queue.Empty:
+                if not self.alive:
+                    return "the child process ended while loading the model", None
+                if time.monotonic() > end:
+                    # It may still finish and swap in a model the caller gave up on: end the
+                    # child instead; its restart loads the active version.
+                    self._kill(f"child process {self.pid} loaded a model for over {timeout:g} s")
+                    return f"no answer within {timeout:g} s; child process killed", None
 
     # --- the host thread ---------------------------------------------------------------------
 
