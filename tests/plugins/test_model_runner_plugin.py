@@ -176,8 +176,16 @@ def test_the_example_runs_from_mqtt_samples_to_class_change_events(
             events, lambda p: p.get("data", {}).get("label") == "square", timeout=20
         )
         assert square["data"]["previous"] != "square" and square["score"] >= 0.7
-    finally:
+    except AssertionError as exc:  # say what the agent logged: a wait alone says only "nothing"
         stop.set()
         agent.send_signal(signal.SIGTERM)
         _, err = agent.communicate(timeout=20)
+        raise AssertionError(
+            f"{exc}\nagent exit {agent.returncode}, stderr:\n{err[-4000:]}"
+        ) from None
+    finally:
+        stop.set()
+        if agent.returncode is None:
+            agent.send_signal(signal.SIGTERM)
+            _, err = agent.communicate(timeout=20)
     assert agent.returncode == 0, err
