@@ -13,7 +13,6 @@ import logging
 import multiprocessing as mp
 import queue
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.children import child_context
 from agent.engine.histogram import Histogram
 from agent.engine.isolate_child import ChildSpec, child_main
 from agent.engine.isolate_shm import Bridge
@@ -86,7 +86,7 @@ class ChildLoop:
         self._thread: threading.Thread | None = None
         parent, child = mp.Pipe()
         self._conn: Connection = parent
-        self.process = _context().Process(
+        self.process = child_context().Process(
             target=child_main, args=(spec, child), name=f"plugin-{spec.name}", daemon=True
         )
         self.process.start()
@@ -326,16 +326,6 @@ class ChildLoop:
             self.reap(1.0)
         if self._thread is None:  # never went: nobody else reads the pipe
             self._conn.close()
-
-
-def _context() -> Any:
-    """forkserver where there is one (a child forks from a small, clean server process in
-    milliseconds); spawn elsewhere. Never plain fork: the host has threads."""
-    if sys.platform.startswith("linux"):
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["agent.engine.isolate_child"])
-        return ctx
-    return mp.get_context("spawn")
 
 
 def _death(pid: int | None, code: int | None) -> str:
