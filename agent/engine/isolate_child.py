@@ -129,9 +129,9 @@ class _Child:
         self.slot = slot
         layout = Layout.of(spec.sensors, spec.actuators)
         self.block = block = DeviceBlock.attach(spec.shm_name, layout)
-        # Pinned offset 0: event stamps stay perf_counter_ns (one clock for every process on
-        # Linux), turned into wall-clock time by the host's channel when it takes them over; rows
-        # get the offset the host's channel keeps in the ring.
+        # Pinned offset 0: stamps stay perf_counter_ns (one clock for every process on Linux);
+        # the host's channel turns them into wall-clock time: events as it takes them over, rows
+        # as it drains them from the ring.
         self.rows = RowsBlock.attach(spec.rows_name)
         self.channel = SharedTelemetryChannel(
             spec.name, cls.telemetry_fields, self.rows.ring, wall_offset_ns=0

@@ -4,8 +4,9 @@ sync thread reads them, and no pipe, lock or copy by a third thread lies between
 One block per isolated plugin, made and unlinked by the host (agent/engine/isolate.py), outlives
 the plugin's children: rows a crashed child wrote are still drained, and its restart attaches to
 the same block and goes on from the head and tail it finds there. The block holds a header of two
-64-byte lines (the producer's words: head, dropped, capacity, fields; the consumer's: tail and the
-wall-clock offset), then an int64 stamp per slot, then a float64 row per slot.
+64-byte lines (the producer's words: head, dropped, capacity, fields; the consumer's: tail), then
+an int64 stamp (perf_counter_ns, one clock for every process on Linux) per slot, then a float64
+row per slot.
 
 One producer (the child's loop thread), one consumer (the host's sync thread). The producer
 writes a row and its stamp into slot `head % capacity`, then advances head; the consumer reads
@@ -16,6 +17,9 @@ On x86 plain stores are enough (they become visible in program order); elsewhere
 """
 
 from __future__ import annotations
+
+import struct
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -28,9 +32,13 @@ _LINE = 64
 """Producer's and consumer's words on separate cache lines: neither's store evicts the other's."""
 _HEAD, _DROPPED, _CAPACITY, _FIELDS = 0, 8, 16, 24
 """Byte offsets of the producer's words (capacity and fields are set once, by the host)."""
-_TAIL, _WALL_OFFSET = _LINE, _LINE + 8
-"""Byte offsets of the consumer's words."""
+_TAIL = _LINE
+"""Byte offset of the consumer's word."""
 _HEADER_BYTES = 2 * _LINE
+_WORD: Literal["l", "q"] = "l" if struct.calcsize("l") == 8 else "q"
+"""The memoryview format of an int64 word: C long where it is 64 bits, because CPython packs a
+`long` in a plain loop and a `long long` through a byte array (callgrind: about 2x the
+instructions per store)."""
 
 
 def ring_bytes(capacity: int, fields: int) -> int:
@@ -44,15 +52,19 @@ class TelemetryRing:
     def __init__(self, buf: memoryview) -> None:
         def word(offset: int) -> memoryview:
             # One int64 word as its own view: indexing it with a literal 0 gives or takes a
-            # Python int in about 30 ns, cheaper than a numpy scalar (this is the hot path).
-            return buf[offset : offset + 8].cast("q")
+            # Python int for fewer instructions than a numpy scalar costs (this is the hot path).
+            return buf[offset : offset + 8].cast(_WORD)
 
-        self._head_word, self._tail_word = word(_HEAD), word(_TAIL)
-        self._dropped_word, self._offset_word = word(_DROPPED), word(_WALL_OFFSET)
+        self._head_word = word(_HEAD)
+        self._tail_word = word(_TAIL)
+        self._dropped_word = word(_DROPPED)
         self.capacity: int = word(_CAPACITY)[0]
         self.fields: int = word(_FIELDS)[0]
         capacity = self.capacity
         self.stamps: npt.NDArray[np.int64] = np.ndarray((capacity,), np.int64, buf, _HEADER_BYTES)
+        # The same stamps as words: the producer stores one int per row, cheaper this way; the
+        # consumer copies many at once, through numpy.
+        self._stamp_words = buf[_HEADER_BYTES : _HEADER_BYTES + 8 * capacity].cast(_WORD)
         self.rows: npt.NDArray[np.float64] = np.ndarray(
             (capacity, self.fields), np.float64, buf, _HEADER_BYTES + 8 * capacity
         )
@@ -69,7 +81,7 @@ class TelemetryRing:
             return False
         slot = head % self.capacity
         self.rows[slot] = values
-        self.stamps[slot] = now_ns + self._offset_word[0]
+        self._stamp_words[slot] = now_ns
         self._head = head + 1
         self._head_word[0] = head + 1  # last: the consumer never sees a row before it is whole
         return True
@@ -82,8 +94,8 @@ class TelemetryRing:
         return False
 
     def take(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-        """Every queued row, oldest first, as copies: (wall-clock ns per row, rows); the consumer's
-        side."""
+        """Every queued row, oldest first, as copies: (perf_counter_ns per row, rows); the
+        consumer's side."""
         tail, head = self._tail_word[0], self._head_word[0]
         slots = np.arange(tail, head) % self.capacity
         out = (self.stamps[slots], self.rows[slots])  # indexing by an array copies
@@ -102,17 +114,6 @@ class TelemetryRing:
         dropped: int = self._dropped_word[0]
         return dropped
 
-    @property
-    def wall_offset_ns(self) -> int:
-        """perf_counter_ns -> wall-clock ns, added to each stamp as it is written."""
-        offset: int = self._offset_word[0]
-        return offset
-
-    @wall_offset_ns.setter
-    def wall_offset_ns(self, offset: int) -> None:
-        # The consumer's word: one aligned int64 store, which the producer reads whole.
-        self._offset_word[0] = offset
-
 
 class FencedTelemetryRing(TelemetryRing):
     """A `TelemetryRing` with fences before head and tail move, for CPUs that reorder (ARM)."""
@@ -128,7 +129,7 @@ class FencedTelemetryRing(TelemetryRing):
             return False
         slot = head % self.capacity
         self.rows[slot] = values
-        self.stamps[slot] = now_ns + self._offset_word[0]
+        self._stamp_words[slot] = now_ns
         self._fence()  # the row's stores are visible before the head's
         self._head = head + 1
         self._head_word[0] = head + 1
@@ -140,8 +141,8 @@ class FencedTelemetryRing(TelemetryRing):
         return room
 
     def take(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-        """Every queued row, oldest first, as copies: (wall-clock ns per row, rows); the consumer's
-        side."""
+        """Every queued row, oldest first, as copies: (perf_counter_ns per row, rows); the
+        consumer's side."""
         head = self._head_word[0]
         self._fence()  # the rows are read after the head that covers them
         tail = self._tail_word[0]
@@ -179,7 +180,7 @@ class RowsBlock:
         buf = shm.buf
         assert buf is not None
         buf[:size] = bytes(size)
-        header = buf[:_HEADER_BYTES].cast("q")
+        header = buf[:_HEADER_BYTES].cast(_WORD)
         header[_CAPACITY // 8], header[_FIELDS // 8] = capacity, fields
         return cls(shm, owner=True, kind=kind)
 
@@ -207,9 +208,9 @@ class SharedTelemetryChannel(OutputChannel):
     The child's channel and the host's are two of these over the same ring: in the child,
     `telemetry` is the ring's `put` itself (nothing between the plugin and shared memory); in the
     host, the sync thread drains, counts and reads `pending` from the ring as from any channel.
-    Stamps are wall-clock like in process: the host's channel, which follows the wall clock,
-    writes its offset into the ring at every drain and the child adds it to each stamp; the
-    child's channel has a pinned offset and leaves the ring's alone.
+    Rows are stamped on the wall clock as in process, by the channel that drains them: with the
+    offset in force since its previous drain, which is the one an in-process row written in the
+    meantime would carry. The producer adds nothing: no shared word to read per row.
     """
 
     def __init__(
@@ -229,21 +230,13 @@ class SharedTelemetryChannel(OutputChannel):
         super().__init__(plugin, fields, capacity=0, events=events, wall_offset_ns=wall_offset_ns)
         self.ring = ring
         self.telemetry = ring.put  # type: ignore[method-assign]  # one call less per row
-        self._publish_wall_offset()
-
-    def _publish_wall_offset(self) -> None:
-        if self._follow_wall:
-            self.ring.wall_offset_ns = self._wall_offset_ns
-
-    def _refresh_wall_offset(self) -> None:
-        super()._refresh_wall_offset()
-        self._publish_wall_offset()
 
     def drain_telemetry(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """Take every queued row from the ring: (wall-clock ns per row, rows), as copies."""
-        out = self.ring.take()
+        stamps, rows = self.ring.take()
+        stamps += self._wall_offset_ns
         self._refresh_wall_offset()
-        return out
+        return stamps, rows
 
     @property
     def telemetry_dropped(self) -> int:
