@@ -10,7 +10,7 @@ the child: nothing crosses between the processes inside a tick.
 
 What crosses, and how (docs/realtime.md, "A process per plugin"):
 - sensor readings and actuator commands: a shared-memory block per plugin, pumped by one host
-  thread per isolated plugin at the plugin's rate (agent/engine/isolate_shm.py);
+  thread per isolated plugin at the plugin's rate (agent/hal/shm.py);
 - control (go, apply params or rate, stop): a pipe; `apply` waits for the child's answer;
 - outputs, counters and histograms: the same pipe, back; the host thread re-emits the outputs on
   the plugin's own output channel (it is that channel's one producer while the child runs) and
@@ -29,11 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.engine.isolate_bridge import Bridge
 from agent.engine.isolate_child import ChildSpec, ModelSource
 from agent.engine.isolate_process import SWAP_TIMEOUT_S, ChildCrashed, ChildLoop
-from agent.engine.isolate_shm import Bridge, DeviceBlock, Layout
 from agent.engine.runner import PluginRunner
 from agent.errors import PluginError
+from agent.hal.shm import DeviceBlock, Layout
 from agent.plugin.base import PluginParams
 from agent.runtime.base import Model
 
