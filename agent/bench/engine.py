@@ -33,6 +33,7 @@ from agent.bench.bare import bare_call, time_tight
 from agent.bench.breakdown import breakdown
 from agent.bench.imports import import_breakdown
 from agent.bench.isolation import compare_isolated, with_isolation
+from agent.bench.synced import synced_agent
 from agent.config.sections import AgentConfig
 from agent.engine.gc_slack import SlackCollector
 from agent.engine.histogram import Histogram, HistogramSnapshot
@@ -59,12 +60,14 @@ def bench_engine(
     progress: Progress | None = None,
     isolate: list[str] | None = None,
     isolate_rounds: int = 1,
+    sync_to: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     """Run every phase and return the report (shape documented in the issue, plus extras);
     `progress` hears one line as each phase starts (the whole run takes a while). The plugins
     named in `isolate` run in process in the agent phase, then in a child process with
     everything else as before (`isolate_rounds` times, alternating; agent/bench/isolation.py):
-    `isolated` in their reports."""
+    `isolated` in their reports. With `sync_to` (host, port) the agent runs as `run` starts it,
+    syncing to that broker (agent/bench/synced.py)."""
     floor_s = floor_s if floor_s is not None else min(duration_s, 10.0)
     say = progress if progress is not None else _silent
     isolate = isolate or []
@@ -73,13 +76,13 @@ def bench_engine(
     total = duration_s * phases + len(config.plugins) * (1.0 + 1.5 * floor_s) + 2
     say(f"about {total:.0f} s in all: the agent first, then baselines per plugin")
     say(f"agent: every plugin ticking for {duration_s:g} s")
-    run = _agent_phase(with_isolation(config, isolate, False), duration_s, registry)
+    run = _agent_phase(with_isolation(config, isolate, False), duration_s, registry, sync_to)
     isolated = compare_isolated(
         config,
         isolate,
         first=run,
         rounds=isolate_rounds,
-        run=lambda cfg: _agent_phase(cfg, duration_s, registry, stages=False),
+        run=lambda cfg: _agent_phase(cfg, duration_s, registry, sync_to, stages=False),
         say=say,
     )
     mode = RealtimeMode(config.engine)
@@ -119,6 +122,7 @@ def bench_engine(
         "rss_ratio": round(run["rss_mb"] / floor_rss, 3) if floor_rss else None,
         "import_rss_mb": imports,
         "ready_ms": round(run["ready_ms"], 1),
+        "agent_sync": run["sync"],
         "duration_s": duration_s,
         "floor_s": floor_s,
         "plugins": plugins,
@@ -140,10 +144,15 @@ def _agent_phase(
     config: AgentConfig,
     duration_s: float,
     registry: PluginRegistry | None,
+    sync_to: tuple[str, int] | None,
     *,
     stages: bool = True,
 ) -> dict[str, Any]:
-    app = AgentApp(config, registry=registry)
+    with synced_agent(config, registry, sync_to) as app:
+        return _measure(app, duration_s, stages)
+
+
+def _measure(app: AgentApp, duration_s: float, stages: bool) -> dict[str, Any]:
     app.start()
     try:
         if not app.wait_ready(10.0):
@@ -159,6 +168,12 @@ def _agent_phase(
         children = {  # isolated plugins: the RSS of their own processes
             str(p["name"]): round(rss_mb(p["pid"]), 1) for p in app.host.plugins() if p.get("pid")
         }
+        # With --sync: proof that the agent synced while it was measured.
+        sync = (
+            {k: app.sync.counters()[k] for k in ("connected", "telemetry_batches", "outbox_sent")}
+            if app.sync is not None
+            else None
+        )
         slots = app.host.model_slots()
         models = {
             name: (slot.model.name, slot.model.backend, slot.model.path)
@@ -170,6 +185,7 @@ def _agent_phase(
             "child_rss_mb": children,
             "modules": library_modules(),
             "stats": stats,
+            "sync": sync,
             "stages": breakdowns,
             "models": models,
             "accelerators": {name: slot.model.accelerator for name, slot in slots.items()},
