@@ -98,7 +98,7 @@ def bench_engine(
             pc.realtime_priority,
             pc.wait,
         )
-        model = run["models"].get(name)
+        model = run["models"].get(name) or run["isolated_models"].get(name)
         if model:
             say(f"{name}: {model[0]} alone, tight ~1 s then paced at {policy.rate_hz:g} Hz")
         say(f"{name}: empty loop at {policy.rate_hz:g} Hz for {floor_s:g} s (the floor)")
@@ -112,6 +112,8 @@ def bench_engine(
         report["accelerator"] = run["accelerators"].get(name)
         if name in isolated:
             report["isolated"] = isolated[name]
+        if name in run["child_rss_mb"]:  # isolate = true in the config: its own process
+            report["child_rss_mb"] = run["child_rss_mb"][name]
         plugins.append(report)
     say("memory floor: the same libraries and models in a bare process")
     floor_rss = floor_rss_mb(run["modules"], list(run["models"].values()), config.runtime.threads)
@@ -179,9 +181,11 @@ def _measure(app: AgentApp, duration_s: float, stages: bool) -> dict[str, Any]:
             name: (slot.model.name, slot.model.backend, slot.model.path)
             for name, slot in slots.items()
         }
+        rss = rss_mb()  # before the isolated plugins' models load here for their baselines
         return {
             "ready_ms": ready_ms,
-            "rss_mb": rss_mb(),
+            "rss_mb": rss,
+            "isolated_models": _isolated_models(app, stats),
             "child_rss_mb": children,
             "modules": library_modules(),
             "stats": stats,
@@ -192,6 +196,21 @@ def _measure(app: AgentApp, duration_s: float, stages: bool) -> dict[str, Any]:
         }
     finally:
         app.stop(timeout=2.0)
+
+
+def _isolated_models(app: AgentApp, stats: dict[str, Any]) -> dict[str, ModelRef]:
+    """The model of each isolated plugin (loaded in its child, not here), for its baselines; not
+    part of the memory floor, which holds what the agent's own process holds."""
+    from agent.engine.models import store_loader
+
+    found: dict[str, ModelRef] = {}
+    for name, plugin_stats in stats.items():
+        model_name = app.host.runner(name).res.model_name if plugin_stats.get("isolated") else None
+        if model_name:
+            model = store_loader(app.config)(model_name)
+            found[name] = (model.name, model.backend, model.path)
+            model.close()
+    return found
 
 
 def _bare_phase(
