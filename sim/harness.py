@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.events import Event
-from agent.hal.sim import SimActuator, SimSensor, bind_device_check
-from agent.hal.simulator import Simulator
+from agent.hal.sim import SimActuator, SimSensor
+from agent.hal.simulator import Simulator, check_device
 from agent.plugin.base import Plugin, PluginContext
 from agent.plugin.channel import OutputChannel
 from agent.runtime.base import Model
@@ -41,9 +41,9 @@ def run_lockstep(
     channel); only the clock is simulated, so a run may go faster than real time.
     """
     for name, spec in plugin.sensors.items():
-        bind_device_check(sim, name, spec.shape, "sensor")
+        check_device(sim, name, spec.shape, "sensor")
     for name, act in plugin.actuators.items():
-        bind_device_check(sim, name, act.shape, "actuator")
+        check_device(sim, name, act.shape, "actuator")
     # Simulated time: stamps are sim time since episode start (offset pinned at 0).
     channel = OutputChannel(
         plugin.__class__.__name__, plugin.telemetry_fields, capacity=1 << 16, wall_offset_ns=0

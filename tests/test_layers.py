@@ -7,6 +7,7 @@ a lazy import still makes the importer depend on what it imports. The order, low
 layer may import only layers listed before it):
 
     agent.errors, agent.events, agent.backoff   shared leaves: error types, the event, back-off
+    agent.children                               the one multiprocessing context for children
     agent.shipped                                where the packaged models and board files lie
     agent.config                                 config sections and loading
     agent.transport                              the message transport seam and message types
@@ -40,6 +41,7 @@ LAYERS = (
     "agent.errors",
     "agent.events",
     "agent.backoff",
+    "agent.children",
     "agent.shipped",
     "agent.config",
     "agent.transport",

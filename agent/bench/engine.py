@@ -33,6 +33,7 @@ from agent.bench.bare import bare_call, time_tight
 from agent.bench.breakdown import breakdown
 from agent.bench.imports import import_breakdown
 from agent.bench.isolation import compare_isolated, with_isolation
+from agent.bench.synced import synced_agent
 from agent.config.sections import AgentConfig
 from agent.engine.gc_slack import SlackCollector
 from agent.engine.histogram import Histogram, HistogramSnapshot
@@ -59,12 +60,14 @@ def bench_engine(
     progress: Progress | None = None,
     isolate: list[str] | None = None,
     isolate_rounds: int = 1,
+    sync_to: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     """Run every phase and return the report (shape documented in the issue, plus extras);
     `progress` hears one line as each phase starts (the whole run takes a while). The plugins
     named in `isolate` run in process in the agent phase, then in a child process with
     everything else as before (`isolate_rounds` times, alternating; agent/bench/isolation.py):
-    `isolated` in their reports."""
+    `isolated` in their reports. With `sync_to` (host, port) the agent runs as `run` starts it,
+    syncing to that broker (agent/bench/synced.py)."""
     floor_s = floor_s if floor_s is not None else min(duration_s, 10.0)
     say = progress if progress is not None else _silent
     isolate = isolate or []
@@ -73,13 +76,13 @@ def bench_engine(
     total = duration_s * phases + len(config.plugins) * (1.0 + 1.5 * floor_s) + 2
     say(f"about {total:.0f} s in all: the agent first, then baselines per plugin")
     say(f"agent: every plugin ticking for {duration_s:g} s")
-    run = _agent_phase(with_isolation(config, isolate, False), duration_s, registry)
+    run = _agent_phase(with_isolation(config, isolate, False), duration_s, registry, sync_to)
     isolated = compare_isolated(
         config,
         isolate,
         first=run,
         rounds=isolate_rounds,
-        run=lambda cfg: _agent_phase(cfg, duration_s, registry, stages=False),
+        run=lambda cfg: _agent_phase(cfg, duration_s, registry, sync_to, stages=False),
         say=say,
     )
     mode = RealtimeMode(config.engine)
@@ -95,7 +98,7 @@ def bench_engine(
             pc.realtime_priority,
             pc.wait,
         )
-        model = run["models"].get(name)
+        model = run["models"].get(name) or run["isolated_models"].get(name)
         if model:
             say(f"{name}: {model[0]} alone, tight ~1 s then paced at {policy.rate_hz:g} Hz")
         say(f"{name}: empty loop at {policy.rate_hz:g} Hz for {floor_s:g} s (the floor)")
@@ -109,6 +112,8 @@ def bench_engine(
         report["accelerator"] = run["accelerators"].get(name)
         if name in isolated:
             report["isolated"] = isolated[name]
+        if name in run["child_rss_mb"]:  # isolate = true in the config: its own process
+            report["child_rss_mb"] = run["child_rss_mb"][name]
         plugins.append(report)
     say("memory floor: the same libraries and models in a bare process")
     floor_rss = floor_rss_mb(run["modules"], list(run["models"].values()), config.runtime.threads)
@@ -119,6 +124,7 @@ def bench_engine(
         "rss_ratio": round(run["rss_mb"] / floor_rss, 3) if floor_rss else None,
         "import_rss_mb": imports,
         "ready_ms": round(run["ready_ms"], 1),
+        "agent_sync": run["sync"],
         "duration_s": duration_s,
         "floor_s": floor_s,
         "plugins": plugins,
@@ -140,10 +146,15 @@ def _agent_phase(
     config: AgentConfig,
     duration_s: float,
     registry: PluginRegistry | None,
+    sync_to: tuple[str, int] | None,
     *,
     stages: bool = True,
 ) -> dict[str, Any]:
-    app = AgentApp(config, registry=registry)
+    with synced_agent(config, registry, sync_to) as app:
+        return _measure(app, duration_s, stages)
+
+
+def _measure(app: AgentApp, duration_s: float, stages: bool) -> dict[str, Any]:
     app.start()
     try:
         if not app.wait_ready(10.0):
@@ -159,23 +170,47 @@ def _agent_phase(
         children = {  # isolated plugins: the RSS of their own processes
             str(p["name"]): round(rss_mb(p["pid"]), 1) for p in app.host.plugins() if p.get("pid")
         }
+        # With --sync: proof that the agent synced while it was measured.
+        sync = (
+            {k: app.sync.counters()[k] for k in ("connected", "telemetry_batches", "outbox_sent")}
+            if app.sync is not None
+            else None
+        )
         slots = app.host.model_slots()
         models = {
             name: (slot.model.name, slot.model.backend, slot.model.path)
             for name, slot in slots.items()
         }
+        rss = rss_mb()  # before the isolated plugins' models load here for their baselines
         return {
             "ready_ms": ready_ms,
-            "rss_mb": rss_mb(),
+            "rss_mb": rss,
+            "isolated_models": _isolated_models(app, stats),
             "child_rss_mb": children,
             "modules": library_modules(),
             "stats": stats,
+            "sync": sync,
             "stages": breakdowns,
             "models": models,
             "accelerators": {name: slot.model.accelerator for name, slot in slots.items()},
         }
     finally:
         app.stop(timeout=2.0)
+
+
+def _isolated_models(app: AgentApp, stats: dict[str, Any]) -> dict[str, ModelRef]:
+    """The model of each isolated plugin (loaded in its child, not here), for its baselines; not
+    part of the memory floor, which holds what the agent's own process holds."""
+    from agent.engine.models import store_loader
+
+    found: dict[str, ModelRef] = {}
+    for name, plugin_stats in stats.items():
+        model_name = app.host.runner(name).res.model_name if plugin_stats.get("isolated") else None
+        if model_name:
+            model = store_loader(app.config)(model_name)
+            found[name] = (model.name, model.backend, model.path)
+            model.close()
+    return found
 
 
 def _bare_phase(

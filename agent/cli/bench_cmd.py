@@ -9,8 +9,10 @@ See agent/bench/engine.py for what each figure measures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--sync",
         action="store_true",
-        help="also measure MQTT publish and outbox throughput, agent vs bare paho",
+        help="run the agent phase with MQTT sync on (as `run` does) and also measure MQTT "
+        "publish and outbox throughput, agent vs bare paho",
     )
     p.add_argument(
         "--broker",
@@ -89,28 +92,34 @@ def bench(args: argparse.Namespace) -> int:
         print(f"--repeat must be at least 1 (got {args.repeat})", file=sys.stderr)
         return 2
     reports = []
-    try:
-        for n in range(args.repeat):
-            if args.repeat > 1 and not _quiet(args):
-                _progress(f"run {n + 1} of {args.repeat}")
-            reports.append(
-                bench_engine(
-                    config,
-                    duration_s=args.duration,
-                    floor_s=args.floor_duration,
-                    progress=None if _quiet(args) else _progress,
-                    isolate=args.isolate,
-                    isolate_rounds=max(1, args.isolate_rounds),
+    with _sync_broker(args.sync, args.broker) as broker:
+        try:
+            for n in range(args.repeat):
+                if args.repeat > 1 and not _quiet(args):
+                    _progress(f"run {n + 1} of {args.repeat}")
+                reports.append(
+                    bench_engine(
+                        config,
+                        duration_s=args.duration,
+                        floor_s=args.floor_duration,
+                        progress=None if _quiet(args) else _progress,
+                        isolate=args.isolate,
+                        isolate_rounds=max(1, args.isolate_rounds),
+                        sync_to=broker if isinstance(broker, tuple) else None,
+                    )
                 )
-            )
-    except EdgeAgentError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
-    report = summarize(reports) if len(reports) > 1 else reports[0]
-    if args.sync:
-        if not _quiet(args):
-            _progress("sync: MQTT publish and outbox throughput, agent vs bare paho (~20 s)")
-        report["sync"] = _bench_sync(args.broker)
+        except EdgeAgentError as exc:
+            print(f"bench failed: {exc}", file=sys.stderr)
+            return 1
+        report = summarize(reports) if len(reports) > 1 else reports[0]
+        if isinstance(broker, str):
+            report["sync"] = {"error": broker}
+        elif broker is not None:
+            if not _quiet(args):
+                _progress("sync: MQTT publish and outbox throughput, agent vs bare paho (~20 s)")
+            from agent.bench.sync import bench_sync
+
+            report["sync"] = bench_sync(*broker, seconds=8.0)
     if args.json:
         print(json.dumps(report))
     else:
@@ -118,24 +127,30 @@ def bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_sync(broker: str | None) -> dict[str, Any]:
-    """Sync figures against the given broker, or a private Mosquitto started for the run."""
+@contextlib.contextmanager
+def _sync_broker(wanted: bool, broker: str | None) -> Iterator[tuple[str, int] | str | None]:
+    """With --sync, the broker the whole run syncs to: the given one, or a private Mosquitto
+    started for the run; a string says why there is none; None without --sync."""
+    if not wanted:
+        yield None
+        return
+    if broker is not None:
+        host, _, port = broker.rpartition(":")
+        yield (host or "127.0.0.1", int(port))
+        return
     import tempfile
 
     from agent.bench.broker import Broker, free_port, mosquitto_path
-    from agent.bench.sync import bench_sync
 
-    if broker is not None:
-        host, _, port = broker.rpartition(":")
-        return bench_sync(host or "127.0.0.1", int(port), seconds=8.0)
     binary = mosquitto_path()
     if binary is None:
-        return {"error": "mosquitto not installed; pass --broker HOST:PORT"}
+        yield "mosquitto not installed; pass --broker HOST:PORT"
+        return
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         private = Broker(binary=binary, workdir=Path(tmp), port=free_port())
         private.start()
         try:
-            return bench_sync(private.host, private.port, seconds=8.0)
+            yield (private.host, private.port)
         finally:
             private.stop()
 

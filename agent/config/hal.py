@@ -49,6 +49,11 @@ class HalConfig(Section):
     sim_speed: float = Field(
         default=1.0, gt=0, le=1000, description="Simulated seconds per real second"
     )
+    sim_process: bool = Field(
+        default=False,
+        description="Step the simulators in a process of their own, as hardware would be: "
+        "their Python then takes no turns on the agent's interpreter lock",
+    )
     devices: dict[str, HalDeviceConfig] = Field(
         default_factory=dict, description="Per device overrides, keyed '<plugin>.<device>'"
     )

@@ -41,6 +41,12 @@ from agent.runtime.slot import ModelSlot
 
 log = logging.getLogger(__name__)
 
+IN_PROCESS_PRIORITY = (
+    "plugin %s: realtime_priority without isolate = true: in process a SCHED_FIFO loop still waits "
+    "for the interpreter lock the agent's other threads hold, and preempting them on its core can "
+    "make that wait longer and the other loops later (docs/realtime.md); set isolate = true too"
+)
+
 
 class PluginHost:
     """Runs the configured plugins and lets any thread inspect and change them."""
@@ -139,6 +145,8 @@ class PluginHost:
     # --- building and discarding runners -------------------------------------------------------
 
     def _build(self, pc: PluginConfig, params: PluginParams) -> PluginRunner:
+        if pc.realtime_priority and not pc.isolate:
+            log.warning(IN_PROCESS_PRIORITY, pc.name)
         cls = self._classes[pc.name].for_params(params)
         model_name = pc.model or cls.default_model
         # An isolated plugin loads its model in its own process: one that crashes the runtime on

@@ -10,7 +10,7 @@ the child: nothing crosses between the processes inside a tick.
 
 What crosses, and how (docs/realtime.md, "A process per plugin"):
 - sensor readings and actuator commands: a shared-memory block per plugin, pumped by one host
-  thread per isolated plugin at the plugin's rate (agent/engine/isolate_shm.py);
+  thread per isolated plugin at the plugin's rate (agent/hal/shm.py);
 - telemetry rows: a ring in a second shared-memory block per plugin, written by the child's loop
   and drained by the host's sync thread through the plugin's channel (agent/engine/isolate_ring.py);
 - control (go, apply params or rate, stop): a pipe; `apply` waits for the child's answer;
@@ -31,12 +31,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.engine.isolate_bridge import Bridge
 from agent.engine.isolate_child import ChildSpec, ModelSource
 from agent.engine.isolate_process import SWAP_TIMEOUT_S, ChildCrashed, ChildLoop
 from agent.engine.isolate_ring import RowsBlock, SharedTelemetryChannel
-from agent.engine.isolate_shm import Bridge, DeviceBlock, Layout
 from agent.engine.runner import PluginRunner
 from agent.errors import PluginError
+from agent.hal.shm import DeviceBlock, Layout
 from agent.plugin.base import PluginParams
 from agent.runtime.base import Model
 

@@ -2,7 +2,7 @@
 
 The child loads its own model (a model that crashes the runtime on load takes only the child
 down), reads and drives its devices through the host's shared-memory block
-(agent/engine/isolate_shm.py) and runs the plugin on the same `Loop` as an in-process plugin.
+(agent/hal/shm.py) and runs the plugin on the same `Loop` as an in-process plugin.
 Its main thread serves the pipe: control from the host (go, apply, swap, stop), and back to the host
 the plugin's events (drained from its channel every `FLUSH_S`) and the loop's counters and
 histograms (every `STATS_S`). Telemetry rows need no hand-over: the plugin's `telemetry` writes
@@ -31,10 +31,10 @@ from typing import Any
 from agent.config.sections import EngineConfig, RuntimeConfig
 from agent.engine.histogram import Histogram
 from agent.engine.isolate_ring import RowsBlock, SharedTelemetryChannel
-from agent.engine.isolate_shm import DeviceBlock, Layout, ShmActuator, ShmSensor
 from agent.engine.loop import Loop
 from agent.engine.process import RealtimeMode
 from agent.hal.base import ActuatorSpec, SensorSpec
+from agent.hal.shm import DeviceBlock, Layout, ShmActuator, ShmSensor
 from agent.plugin.base import Plugin, PluginContext
 from agent.runtime.base import Model
 from agent.runtime.slot import ModelSlot

@@ -23,8 +23,8 @@ import numpy as np
 
 from agent.children import child_context
 from agent.engine.histogram import Histogram
+from agent.engine.isolate_bridge import Bridge
 from agent.engine.isolate_child import ChildSpec, child_main
-from agent.engine.isolate_shm import Bridge
 from agent.errors import PluginError
 
 log = logging.getLogger("agent.engine.isolate")

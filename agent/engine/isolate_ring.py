@@ -13,7 +13,7 @@ writes a row and its stamp into slot `head % capacity`, then advances head; the 
 head, copies the rows up to it, then advances tail. Head moves only once a row is complete, so a
 row half-written by a child that died is never read: its slot is overwritten by the next child.
 On x86 plain stores are enough (they become visible in program order); elsewhere
-`FencedTelemetryRing` puts a fence (agent/engine/isolate_shm.py) before each of those words.
+`FencedTelemetryRing` puts a fence (agent/hal/shm.py) before each of those words.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from agent.engine.isolate_shm import STORES_IN_ORDER, PinnedSharedMemory, make_fence
 from agent.errors import PluginError
+from agent.hal.shm import STORES_IN_ORDER, PinnedSharedMemory, make_fence
 from agent.plugin.channel import OutputChannel
 
 _LINE = 64

@@ -2,7 +2,8 @@
 
 `Hal` is the one place that picks a backend per device: `hal.devices["<plugin>.<device>"]`
 overrides `hal.backend`. The `sim` backend is built here on demand (one simulator per plugin,
-from the plugin's `simulator` attribute); other backends (`mqtt`, which needs the MQTT link) are
+from the plugin's `simulator` attribute; stepped by a thread, or by a process of its own with
+`hal.sim_process`); other backends (`mqtt`, which needs the MQTT link) are
 handed in ready-made by whoever owns their connection.
 """
 
@@ -16,7 +17,7 @@ from agent.errors import HalError
 from agent.hal.base import Actuator, ActuatorSpec, HalBackend, Sensor, SensorSpec
 
 if TYPE_CHECKING:
-    from agent.hal.sim import SimHal
+    from agent.hal.simulator import SimBackend
 
 
 class Hal:
@@ -62,10 +63,10 @@ class Hal:
 
     def release(self, plugin: str) -> None:
         """Forget the simulator of a plugin that was removed."""
-        from agent.hal.sim import SimHal
+        from agent.hal.simulator import SimBackend
 
         backend = self._backends.get("sim")
-        if isinstance(backend, SimHal):
+        if isinstance(backend, SimBackend):
             backend.unbind(plugin)
 
     def start(self) -> None:
@@ -90,22 +91,30 @@ class Hal:
             )
         return backend
 
-    def _sim_backend(self) -> SimHal:
-        from agent.hal.sim import SimHal
+    def _sim_backend(self) -> SimBackend:
+        from agent.hal.simulator import SimBackend
 
         backend = self._backends.get("sim")
         if backend is None:
-            backend = SimHal(speed=self.config.sim_speed)
+            backend = self._new_sim_backend()
             self._backends["sim"] = backend
             if self._started:
                 backend.start()
-        if not isinstance(backend, SimHal):
-            raise HalError(f"the 'sim' backend is a {type(backend).__name__}, not a SimHal")
+        if not isinstance(backend, SimBackend):
+            raise HalError(f"the 'sim' backend is a {type(backend).__name__}, not a SimBackend")
         return backend
 
-    def _bind_simulator(self, plugin: str, ref: str | None) -> None:
-        from agent.hal.sim import load_simulator
+    def _new_sim_backend(self) -> SimBackend:
+        # Imported here: an agent on real devices loads neither.
+        if self.config.sim_process:
+            from agent.hal.sim_process import SimProcessHal
 
+            return SimProcessHal(speed=self.config.sim_speed)
+        from agent.hal.sim import SimHal
+
+        return SimHal(speed=self.config.sim_speed)
+
+    def _bind_simulator(self, plugin: str, ref: str | None) -> None:
         backend = self._sim_backend()
         if backend.is_bound(plugin):
             return
@@ -114,4 +123,4 @@ class Hal:
                 f"plugin {plugin!r} declares no simulator, so the sim HAL cannot provide its "
                 "devices; set hal.devices overrides to another backend"
             )
-        backend.bind(plugin, load_simulator(ref, self.config.sim_seed))
+        backend.bind_ref(plugin, ref, self.config.sim_seed)

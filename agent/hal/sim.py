@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 
 from agent.errors import HalError
-from agent.hal.base import Actuator, ActuatorSpec, Buffer, HalBackend, Sensor, SensorSpec
-from agent.hal.simulator import Simulator
+from agent.hal.base import Actuator, ActuatorSpec, Buffer, Sensor, SensorSpec
+from agent.hal.simulator import SimBackend, Simulator, check_device, load_simulator
 
 
 class SimSensor(Sensor):
@@ -37,29 +36,7 @@ class SimActuator(Actuator):
         self._actuate(self._name, value)
 
 
-def load_simulator(ref: str, seed: int) -> Simulator:
-    """Instantiate the simulator named `module:Class` and reset it with `seed`."""
-    module, _, cls = ref.partition(":")
-    try:
-        sim_cls = getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError) as exc:
-        raise HalError(f"simulator {ref!r} not found: {exc}") from None
-    sim: Simulator = sim_cls()
-    sim.reset(seed)
-    return sim
-
-
-def bind_device_check(sim: Simulator, name: str, want: tuple[int, ...], kind: str) -> None:
-    """Raise HalError unless the simulator offers device `name` with shape `want`."""
-    table = sim.sensors if kind == "sensor" else sim.actuators
-    spec = table.get(name)
-    if spec is None:
-        raise HalError(f"{type(sim).__name__} has no {kind} {name!r} (has {sorted(table)})")
-    if tuple(spec.shape) != tuple(want):
-        raise HalError(f"{kind} {name!r}: simulator shape {spec.shape}, plugin expects {want}")
-
-
-class SimHal(HalBackend):
+class SimHal(SimBackend):
     """Real-time sim backend: one simulator per plugin, stepped to wall-clock time by a thread.
 
     Stepping happens off the plugin loops, in batches, so a device read is a plain copy.
@@ -91,6 +68,10 @@ class SimHal(HalBackend):
         table[plugin] = (sim, sim.t, started)
         self._bound = table
 
+    def bind_ref(self, plugin: str, ref: str, seed: int) -> None:
+        """Give `plugin` a new simulator of class `ref`, reset with `seed`."""
+        self.bind(plugin, load_simulator(ref, seed))
+
     def unbind(self, plugin: str) -> None:
         """Stop stepping the simulator of `plugin`."""
         table = dict(self._bound)
@@ -111,13 +92,13 @@ class SimHal(HalBackend):
     def sensor(self, plugin: str, name: str, spec: SensorSpec) -> Sensor:
         """A sensor of the plugin's simulator."""
         sim = self.simulator(plugin)
-        bind_device_check(sim, name, spec.shape, "sensor")
+        check_device(sim, name, spec.shape, "sensor")
         return SimSensor(sim, name, spec)
 
     def actuator(self, plugin: str, name: str, spec: ActuatorSpec) -> Actuator:
         """An actuator of the plugin's simulator."""
         sim = self.simulator(plugin)
-        bind_device_check(sim, name, spec.shape, "actuator")
+        check_device(sim, name, spec.shape, "actuator")
         return SimActuator(sim, name, spec)
 
     def start(self) -> None:

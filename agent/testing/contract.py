@@ -92,7 +92,7 @@ class PluginContract:
         ref = self.plugin_class.simulator
         if ref is None:
             return None
-        from agent.hal.sim import load_simulator
+        from agent.hal.simulator import load_simulator
 
         return load_simulator(ref, self.seed)
 

@@ -18,13 +18,14 @@ from tests.support.paths import child_env
 EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
 
 
-def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`edge-agent bench` on one 200 Hz test plugin (no MQTT), with `args`."""
+def _bench(tmp_path: Path, *args: str, plugin: str = "") -> subprocess.CompletedProcess[str]:
+    """`edge-agent bench` on one 200 Hz test plugin (no MQTT), with `args`; `plugin` adds lines
+    to its [[plugins]] table."""
     site = kit.write_entry_points(tmp_path / "site")
     config = tmp_path / "agent.toml"
     config.write_text(
         f'state_dir = "{tmp_path / "state"}"\nmodels_dir = "{kit.MODELS}"\n'
-        '[mqtt]\nenabled = false\n[[plugins]]\nname = "wave"\nrate_hz = 200\n'
+        '[mqtt]\nenabled = false\n[[plugins]]\nname = "wave"\nrate_hz = 200\n' + plugin
     )
     cmd = [EDGE_AGENT, "bench", "--config", str(config), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=child_env(site))
@@ -95,8 +96,22 @@ def test_bench_isolate_reports_the_isolated_tick_beside_the_in_process_one(
     assert any("round 2 of 2: the agent again, wave in a child process" in s for s in progress)
 
 
+def test_bench_of_a_plugin_isolated_by_its_config_has_baselines_and_child_memory(
+    tmp_path: Path,
+) -> None:
+    out = _bench(tmp_path, "--duration", "1", "--floor-duration", "0.3", "--json",
+                 plugin="isolate = true\n")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (wave,) = json.loads(out.stdout)["plugins"]
+    assert wave["model"] == kit.WAVE_MODEL and wave["child_rss_mb"] > 0
+    assert wave["bare_paced_us"]["p50"] > 0 and wave["ratio_p50_paced"] > 0
+    assert wave["stages_us"] is None  # its tick runs in the child: nothing to proxy here
+
+
 @pytest.mark.slow
-def test_bench_sync_adds_publish_and_outbox_figures(tmp_path: Path) -> None:
+def test_bench_sync_runs_the_agent_synced_and_adds_publish_and_outbox_figures(
+    tmp_path: Path,
+) -> None:
     site = kit.write_entry_points(tmp_path / "site")
     config = tmp_path / "agent.toml"
     config.write_text(
@@ -109,7 +124,11 @@ def test_bench_sync_adds_publish_and_outbox_figures(tmp_path: Path) -> None:
         [EDGE_AGENT, "bench", *args, "--json"], capture_output=True, text=True, timeout=300, env=env
     )
     assert out.returncode == 0, out.stderr
-    sync = json.loads(out.stdout)["sync"]
+    report = json.loads(out.stdout)
+    # The loops were measured beside a syncing agent (the config's [mqtt] said no).
+    synced = report["agent_sync"]
+    assert synced["connected"] == 1.0 and synced["telemetry_batches"] > 0
+    sync = report["sync"]
     assert sync["outbox"]["events_persisted_and_drained_per_s"] > 0
     assert sync["agent_vs_bare_throughput"]["qos1"] > 0
 

@@ -46,6 +46,13 @@ def test_host_is_an_engine_control(start_host: Callable[..., PluginHost]) -> Non
     assert [p["name"] for p in control.plugins()] == ["counter"]
 
 
+def test_a_realtime_priority_in_process_is_warned_about(
+    start_host: Callable[..., PluginHost], caplog: pytest.LogCaptureFixture
+) -> None:
+    start_host([{"name": "counter", "rate_hz": 100, "realtime_priority": 1}])
+    assert "plugin counter: realtime_priority without isolate = true" in caplog.text
+
+
 def test_plugins_and_stats_report_every_field(start_host: Callable[..., PluginHost]) -> None:
     host = start_host([{"name": "wave", "rate_hz": 100}, {"name": "counter", "enabled": False}])
     assert until(lambda: host.tick_counters()["wave"] > 20)

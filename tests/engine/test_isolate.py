@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from agent.engine.host import PluginHost
-from agent.engine.isolate_shm import DeviceBlock, FencedSeqBuffer, Layout, SeqBuffer
 from agent.errors import PluginError
 from agent.events import Event
 from agent.hal.base import SensorSpec
+from agent.hal.shm import DeviceBlock, FencedSeqBuffer, Layout, SeqBuffer
 from agent.hal.sim import SimHal
 from agent.service.watchdog import loops_ticking
 from tests.support import engine as kit

@@ -19,9 +19,9 @@ from pydantic import Field
 
 from agent.config.sections import AgentConfig, RuntimeConfig
 from agent.engine.host import PluginHost
-from agent.engine.isolate_shm import Layout
 from agent.hal.base import ActuatorSpec, SensorSpec
 from agent.hal.router import Hal
+from agent.hal.shm import Layout
 from agent.hal.simulator import Simulator
 from agent.plugin.base import Plugin, PluginContext, PluginParams
 from agent.plugin.registry import PluginRegistry
@@ -400,7 +400,7 @@ class AgePlugin(Plugin):
 
 def write_counting(shm_name: str, layout: Layout, writes: int) -> None:
     """In a child process: publish `writes` readings of sensor `signal`, the k-th all k."""
-    from agent.engine.isolate_shm import DeviceBlock
+    from agent.hal.shm import DeviceBlock
 
     block = DeviceBlock.attach(shm_name, layout)
     buffer = block.sensors["signal"]

@@ -15,7 +15,9 @@ import pytest
 
 from agent.hal.base import ActuatorSpec, HalBackend, SensorSpec
 from agent.hal.sim import SimHal
+from agent.hal.sim_process import SimProcessHal
 from tests.support import engine as kit
+from tests.support.sims import EchoSim
 
 Array = npt.NDArray[np.float32]
 
@@ -69,6 +71,40 @@ class SimHarness:
         self.backend.stop()
 
 
+class SimProcessHarness:
+    """The sim backend with its simulator in a process of its own, over EchoSim: the outside
+    world sets the sensor through the simulator's `command` (echoed back; negative: stale)."""
+
+    plugin = "p"
+    sensor = "dropout"
+    sensor_spec = EchoSim.sensors["dropout"]
+    actuator = "command"
+    actuator_spec = EchoSim.actuators["command"]
+
+    def __init__(self) -> None:
+        backend = SimProcessHal()
+        backend.bind_ref(self.plugin, "tests.support.sims:EchoSim", 0)
+        self.backend: HalBackend = backend
+        self._drive = backend.actuator(self.plugin, "command", self.actuator_spec)
+        self._echo = backend.sensor(self.plugin, "echo", EchoSim.sensors["echo"])
+        self._seen = np.zeros(1, np.float32)
+
+    def inject(self, value: Array | None) -> None:
+        """Command the simulator to echo `value`, or a negative value for a dropout."""
+        self._drive.write(np.full(1, -1.0, np.float32) if value is None else value)
+
+    def observed(self) -> Array | None:
+        """The command the simulator last applied, as it echoes it."""
+        if not self._echo.read_into(self._seen) or np.isnan(self._seen[0]):
+            return None
+        return self._seen.copy()
+
+    def close(self) -> None:
+        """Stop the backend and its process."""
+        self.backend.stop()
+
+
 HARNESSES: dict[str, Callable[[pytest.FixtureRequest], HalHarness]] = {
     "sim": lambda request: SimHarness(),
+    "sim-process": lambda request: SimProcessHarness(),
 }

@@ -1,11 +1,11 @@
-"""Sensor and actuator buffers in shared memory, between an isolated plugin and the host.
+"""Sensor and actuator buffers in shared memory, between two processes.
 
-The host keeps the real devices (a simulator, MQTT subscriptions): they need the host's
-connections and must survive a child crash. One shared-memory block per isolated plugin holds,
-per device, a sequence word, a `fresh` word and the float32 values. The host's bridge copies
-every sensor reading in and every new actuator command out, at the plugin's rate; the child's
-`ShmSensor` / `ShmActuator` present the plain HAL interface to the plugin, so a plugin runs
-unchanged in either place.
+Two users: an isolated plugin and its host (the host keeps the real devices, a simulator or MQTT
+subscriptions, which need its connections and must survive a child crash; its bridge,
+agent/engine/isolate_bridge.py, copies readings in and commands out at the plugin's rate), and
+the agent and its simulator process (agent/hal/sim_process.py). One block per plugin holds, per
+device, a sequence word, a `fresh` word and the float32 values; `ShmSensor` / `ShmActuator`
+present the plain HAL interface on it, so a plugin runs unchanged in either place.
 
 Each buffer is a seqlock with one writer: the writer makes the sequence odd, copies, makes it
 even again; a reader copies and keeps the copy only if the sequence was even and unchanged. It
@@ -253,46 +253,3 @@ class ShmActuator(Actuator):
     def write(self, value: Buffer) -> None:
         """Publish a command for the host to apply."""
         raise NotImplementedError  # replaced per instance in __init__
-
-
-class Bridge:
-    """The host's side: real sensor readings into the block, new commands out of it."""
-
-    def __init__(
-        self, block: DeviceBlock, sensors: Mapping[str, Sensor], actuators: Mapping[str, Actuator]
-    ) -> None:
-        self._sensors = [
-            (s.read_into, block.sensors[n].write, np.zeros(s.spec.shape, np.float32))
-            for n, s in sensors.items()
-        ]
-        self._actuators = [
-            (block.actuators[n], a.write, np.zeros(block.actuators[n].values.shape, np.float32))
-            for n, a in actuators.items()
-        ]
-        self._seen = [0] * len(self._actuators)
-        self._clock = block.clock
-
-    @property
-    def idle(self) -> bool:
-        """True when the plugin has no devices: nothing to bridge."""
-        return not self._sensors and not self._actuators
-
-    def last_tick_ns(self) -> int:
-        """When the child's latest tick started (perf_counter_ns, one clock for all processes on
-        Linux); 0 before its first."""
-        last: int = self._clock[0]
-        return last
-
-    def pump(self) -> None:
-        """One pass: every sensor read and published, every changed command applied."""
-        for read, publish, buf in self._sensors:
-            publish(buf, read(buf))
-        self.pump_actuators()
-
-    def pump_actuators(self) -> None:
-        """Every command the child wrote since the last pass, applied."""
-        for i, (shared, write, buf) in enumerate(self._actuators):
-            seq = shared.seq
-            if seq != self._seen[i] and shared.read(buf):
-                self._seen[i] = seq
-                write(buf)
