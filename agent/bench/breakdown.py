@@ -14,13 +14,16 @@ the slot buffers, pre- and post-processing).
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 from agent.engine.histogram import Histogram
 from agent.engine.resources import RunnerResources
 from agent.engine.runner import PluginRunner
+from agent.events import Event
 from agent.hal.base import Actuator, Buffer, Sensor
 from agent.plugin.channel import OutputChannel
 from agent.runtime.base import FastPath, Model
@@ -107,6 +110,38 @@ class _TimedChannel(OutputChannel):
         ok = self._inner.event(now_ns, kind, score, **data)
         self._stages.in_tick["outputs"] += time.perf_counter_ns() - start
         return ok
+
+    # The consumer's side goes straight to the real channel: with --sync the sync thread keeps
+    # draining the plugin's channel while the timed one stands in for it.
+
+    def drain_telemetry(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        return self._inner.drain_telemetry()
+
+    def drain_events(self) -> list[Event]:
+        return self._inner.drain_events()
+
+    def wall_ns(self, perf_ns: int) -> int:
+        return self._inner.wall_ns(perf_ns)
+
+    @property
+    def pending(self) -> tuple[int, int]:
+        return self._inner.pending
+
+    @property
+    def telemetry_dropped(self) -> int:
+        return self._inner.telemetry_dropped
+
+    @property
+    def events_dropped(self) -> int:  # type: ignore[override]  # read-only here: counted inside
+        return self._inner.events_dropped
+
+    @property
+    def recent(self) -> deque[Event] | None:
+        return self._inner.recent
+
+    @recent.setter
+    def recent(self, value: deque[Event] | None) -> None:
+        self._inner.recent = value
 
 
 def timed_resources(res: RunnerResources, stages: _Stages) -> RunnerResources:

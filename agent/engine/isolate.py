@@ -11,10 +11,12 @@ the child: nothing crosses between the processes inside a tick.
 What crosses, and how (docs/realtime.md, "A process per plugin"):
 - sensor readings and actuator commands: a shared-memory block per plugin, pumped by one host
   thread per isolated plugin at the plugin's rate (agent/hal/shm.py);
+- telemetry rows: a ring in a second shared-memory block per plugin, written by the child's loop
+  and drained by the host's sync thread through the plugin's channel (agent/engine/isolate_ring.py);
 - control (go, apply params or rate, stop): a pipe; `apply` waits for the child's answer;
-- outputs, counters and histograms: the same pipe, back; the host thread re-emits the outputs on
-  the plugin's own output channel (it is that channel's one producer while the child runs) and
-  keeps the histograms as "everything before this child + this child's".
+- events, counters and histograms: the same pipe, back; the host thread re-emits the events on
+  the plugin's own output channel (it is that channel's one event producer while the child runs)
+  and keeps the histograms as "everything before this child + this child's".
 The model slot lives in the child (loaded there, so a model that crashes on load costs only the
 child). A live swap (OTA) names the version's folder: the child loads and checks it while it
 ticks on, and activates it between two ticks (`swap_model_folder`); a restart loads the active
@@ -32,6 +34,7 @@ from typing import Any
 from agent.engine.isolate_bridge import Bridge
 from agent.engine.isolate_child import ChildSpec, ModelSource
 from agent.engine.isolate_process import SWAP_TIMEOUT_S, ChildCrashed, ChildLoop
+from agent.engine.isolate_ring import RowsBlock, SharedTelemetryChannel
 from agent.engine.runner import PluginRunner
 from agent.errors import PluginError
 from agent.hal.shm import DeviceBlock, Layout
@@ -44,6 +47,9 @@ STUCK_S = 3.0
 """A child whose tick count stands still this long (or three periods, if longer) is killed and
 restarted: before the systemd watchdog, which checks every 5 s (WatchdogSec=10s), would give up
 on the whole agent for it."""
+ROWS_CAPACITY = 4096
+"""Telemetry rows the shared ring holds, as an in-process channel's: the sync thread drains it
+every second or so, so even a 1 kHz plugin emitting every tick leaves room to spare."""
 
 
 class IsolatedRunner(PluginRunner):
@@ -61,6 +67,7 @@ class IsolatedRunner(PluginRunner):
         """`module:QualName` of the registered class, imported by the child."""
         self._models = models
         self._block: DeviceBlock | None = None
+        self._rows: RowsBlock | None = None
         self._pending: ChildLoop | None = None
         self._child: ChildLoop | None = None
         self._progress = (0, 0.0)  # the child's tick count, and when it last changed
@@ -74,12 +81,15 @@ class IsolatedRunner(PluginRunner):
                 sensors = {n: s.spec for n, s in res.sensors.items()}
                 actuators = {n: a.spec for n, a in res.actuators.items()}
                 self._block = DeviceBlock.create(Layout.of(sensors, actuators))
+            if self._rows is None:
+                self._rows = RowsBlock.create(ROWS_CAPACITY, len(res.channel.fields))
+                res.channel = self._channel_over(self._rows)
             child = ChildLoop(
-                self._spec(self._block.name),
+                self._spec(self._block.name, self._rows.name),
                 bridge=Bridge(self._block, res.sensors, res.actuators),
                 tick_hist=self.tick_hist,
                 late_hist=self.late_hist,
-                emit=self._emit,
+                emit_events=self._emit_events,
             )
             try:
                 child.wait_ready()
@@ -87,7 +97,16 @@ class IsolatedRunner(PluginRunner):
                 raise PluginError(f"plugin {self.name!r}: setup failed: {exc}") from exc
             self._pending = child
 
-    def _spec(self, shm_name: str) -> ChildSpec:
+    def _channel_over(self, rows: RowsBlock) -> SharedTelemetryChannel:
+        """The plugin's channel, its telemetry ring now `rows`'s. The host built a plain one,
+        which nothing but this runner holds; a runner set up again after `close` gets a new
+        block and channel (the closed ones stay readable to whoever still holds them)."""
+        plain = self.res.channel
+        channel = SharedTelemetryChannel(plain.plugin, plain.fields, rows.ring)
+        channel.recent = plain.recent
+        return channel
+
+    def _spec(self, shm_name: str, rows_name: str) -> ChildSpec:
         res, options = self.res, self.options
         return ChildSpec(
             name=self.name,
@@ -98,6 +117,7 @@ class IsolatedRunner(PluginRunner):
             model_name=res.model_name,
             models=self._models,
             shm_name=shm_name,
+            rows_name=rows_name,
             sensors={n: s.spec for n, s in res.sensors.items()},
             actuators={n: a.spec for n, a in res.actuators.items()},
             cpu_affinity=options.cpu_affinity,
@@ -190,11 +210,15 @@ class IsolatedRunner(PluginRunner):
             child.join(1.0)
 
     def close(self) -> None:
-        """Remove the shared-memory block (after the last stop)."""
+        """Remove the shared-memory blocks (after the last stop); rows still in the ring stay
+        readable through the channel until it goes."""
         with self._lock:
             if self._block is not None:
                 self._block.close()
                 self._block = None
+            if self._rows is not None:
+                self._rows.close()
+                self._rows = None
 
     def info(self) -> dict[str, Any]:
         """As in process, with the model version the child loaded and the child's pid."""
@@ -209,12 +233,9 @@ class IsolatedRunner(PluginRunner):
         """As in process, marked isolated."""
         return {**super().stats(), "isolated": True}
 
-    def _emit(self, msg: tuple[Any, ...]) -> None:
-        # The host thread of the running child is this channel's only producer.
-        _, ts, rows, events = msg
+    def _emit_events(self, events: list[tuple[str, int, float, dict[str, Any]]]) -> None:
+        # The host thread of the running child is this channel's only event producer (its rows
+        # are in the shared ring already).
         channel = self.res.channel
-        if ts is not None:
-            for i in range(len(ts)):
-                channel.telemetry(int(ts[i]), rows[i])
         for kind, ts_ns, score, data in events:
             channel.event(ts_ns, kind, score, **data)

@@ -4,9 +4,11 @@ The child loads its own model (a model that crashes the runtime on load takes on
 down), reads and drives its devices through the host's shared-memory block
 (agent/hal/shm.py) and runs the plugin on the same `Loop` as an in-process plugin.
 Its main thread serves the pipe: control from the host (go, apply, swap, stop), and back to the host
-the plugin's outputs (drained from a local channel every `FLUSH_S`) and the loop's counters and
-histograms (every `STATS_S`). Nothing but the loop thread touches the plugin between `go` and
-`stop`; apply goes through the loop's mailbox, between two ticks, as in the host. A model swap
+the plugin's events (drained from its channel every `FLUSH_S`) and the loop's counters and
+histograms (every `STATS_S`). Telemetry rows need no hand-over: the plugin's `telemetry` writes
+them straight into the host's shared ring (agent/engine/isolate_ring.py). Nothing but the loop
+thread touches the plugin between `go` and `stop`; apply goes through the loop's mailbox, between
+two ticks, as in the host. A model swap
 (an OTA update, its revert, a rollback) is loaded and checked on a worker thread while the loop
 ticks on and the main thread keeps serving, and activated through the mailbox like an
 in-process swap.
@@ -28,17 +30,17 @@ from typing import Any
 
 from agent.config.sections import EngineConfig, RuntimeConfig
 from agent.engine.histogram import Histogram
+from agent.engine.isolate_ring import RowsBlock, SharedTelemetryChannel
 from agent.engine.loop import Loop
 from agent.engine.process import RealtimeMode
 from agent.hal.base import ActuatorSpec, SensorSpec
 from agent.hal.shm import DeviceBlock, Layout, ShmActuator, ShmSensor
 from agent.plugin.base import Plugin, PluginContext
-from agent.plugin.channel import OutputChannel
 from agent.runtime.base import Model
 from agent.runtime.slot import ModelSlot
 
 FLUSH_S = 0.02
-"""How often the child hands the plugin's outputs to the host (the host's sync drains slower)."""
+"""How often the child hands the plugin's events to the host (the host's sync drains slower)."""
 STATS_S = 0.1
 """How often the child sends its counters and histograms (status, watchdog, live view)."""
 
@@ -77,6 +79,8 @@ class ChildSpec:
     model_name: str | None
     models: ModelSource | None
     shm_name: str
+    rows_name: str
+    """The host's telemetry ring (agent/engine/isolate_ring.py), kept across restarts."""
     sensors: dict[str, SensorSpec] = field(default_factory=dict)
     actuators: dict[str, ActuatorSpec] = field(default_factory=dict)
     cpu_affinity: list[int] | None = None
@@ -126,8 +130,12 @@ class _Child:
         layout = Layout.of(spec.sensors, spec.actuators)
         self.block = block = DeviceBlock.attach(spec.shm_name, layout)
         # Pinned offset 0: stamps stay perf_counter_ns (one clock for every process on Linux);
-        # the host's channel turns them into wall-clock time when it takes them over.
-        self.channel = OutputChannel(spec.name, cls.telemetry_fields, wall_offset_ns=0)
+        # the host's channel turns them into wall-clock time: events as it takes them over, rows
+        # as it drains them from the ring.
+        self.rows = RowsBlock.attach(spec.rows_name)
+        self.channel = SharedTelemetryChannel(
+            spec.name, cls.telemetry_fields, self.rows.ring, wall_offset_ns=0
+        )
         self.ctx = ctx = PluginContext(
             name=spec.name,
             rate_hz=spec.rate_hz,
@@ -277,12 +285,9 @@ class _Child:
 
     def _flush(self) -> None:
         channel = self.channel
-        rows, events = channel.pending
-        if not rows and not events:
-            return
-        ts, values = channel.drain_telemetry() if rows else (None, None)
-        evs = [(e.kind, e.ts_ns, e.score, e.data) for e in channel.drain_events()] if events else []
-        self.conn.send(("out", ts, values, evs))
+        if channel.pending[1]:
+            evs = [(e.kind, e.ts_ns, e.score, e.data) for e in channel.drain_events()]
+            self.conn.send(("events", evs))
 
     def _send_stats(self) -> None:
         loop = self.loop

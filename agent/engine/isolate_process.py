@@ -60,13 +60,13 @@ class ChildLoop:
         bridge: Bridge,
         tick_hist: Histogram,
         late_hist: Histogram,
-        emit: Callable[[tuple[Any, ...]], None],
+        emit_events: Callable[[list[tuple[str, int, float, dict[str, Any]]]], None],
     ) -> None:
         self.name = spec.name
         self.rate_hz = spec.rate_hz
         self._spec = spec
         self._bridge = bridge
-        self._emit = emit
+        self._emit_events = emit_events
         self._hists = [(h, _state_of(h)) for h in (tick_hist, late_hist)]
         self.ticks = 0
         self.overruns = 0
@@ -292,8 +292,8 @@ class ChildLoop:
 
     def _handle(self, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
-        if kind == "out":
-            self._emit(msg)
+        if kind == "events":
+            self._emit_events(msg[1])
         elif kind == "stats":
             (self.ticks, self.overruns, self.skipped), *states = msg[1:]
             for (hist, base), state in zip(self._hists, states, strict=True):

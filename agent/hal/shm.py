@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import platform
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 
@@ -63,6 +63,26 @@ class Layout:
         placed_sensors = place({n: tuple(s.shape) for n, s in sensors.items()})
         placed_actuators = place({n: tuple(a.shape) for n, a in actuators.items()})
         return cls(placed_sensors, placed_actuators, max(offset, 8))
+
+
+STORES_IN_ORDER = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+"""True on x86 (total store order): another core sees this core's stores in program order, so
+shared buffers need no fences."""
+
+
+def make_fence() -> Callable[[], None]:
+    """A memory fence for one thread of this process: release, then re-take, a lock that thread
+    holds for good (stores before it are visible before stores after it, and loads after it are
+    not done before loads before it)."""
+    lock = threading.Lock()
+    lock.acquire()
+    release, acquire = lock.release, lock.acquire
+
+    def fence() -> None:
+        release()
+        acquire()
+
+    return fence
 
 
 class SeqBuffer:
@@ -115,15 +135,7 @@ class FencedSeqBuffer(SeqBuffer):
 
     def __init__(self, buf: memoryview, offset: int, shape: tuple[int, ...]) -> None:
         super().__init__(buf, offset, shape)
-        # Held for good, by whichever single thread of this process uses the buffer.
-        self._fence_lock = threading.Lock()
-        self._fence_lock.acquire()
-
-    def _fence(self) -> None:
-        # A release, then an acquire: stores before it are visible before stores after it, and
-        # loads after it are not done before loads before it.
-        self._fence_lock.release()
-        self._fence_lock.acquire()
+        self._fence = make_fence()
 
     def write(self, value: Buffer, fresh: bool = True) -> None:
         """Publish `value` (the writer's side)."""
@@ -153,11 +165,7 @@ class FencedSeqBuffer(SeqBuffer):
         return False
 
 
-BUFFER_TYPE: type[SeqBuffer] = (
-    SeqBuffer
-    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
-    else FencedSeqBuffer
-)
+BUFFER_TYPE: type[SeqBuffer] = SeqBuffer if STORES_IN_ORDER else FencedSeqBuffer
 """Plain stores on x86 (total store order), fenced ones elsewhere."""
 
 
@@ -178,7 +186,7 @@ class DeviceBlock:
     @classmethod
     def create(cls, layout: Layout) -> DeviceBlock:
         """A fresh, zeroed block (the host's side, which owns and unlinks it)."""
-        shm = _SharedMemory(create=True, size=layout.size)
+        shm = PinnedSharedMemory(create=True, size=layout.size)
         buf = shm.buf
         assert buf is not None
         buf[: layout.size] = bytes(layout.size)
@@ -189,7 +197,7 @@ class DeviceBlock:
         """The host's block, opened by name (the child's side)."""
         # Attaching registers the name with the resource tracker again: harmless, because a
         # child started by multiprocessing shares the host's tracker, and the host unlinks.
-        return cls(_SharedMemory(name=name), layout, owner=False)
+        return cls(PinnedSharedMemory(name=name), layout, owner=False)
 
     @property
     def name(self) -> str:
@@ -206,7 +214,7 @@ class DeviceBlock:
         self.shm.close()
 
 
-class _SharedMemory(shared_memory.SharedMemory):
+class PinnedSharedMemory(shared_memory.SharedMemory):
     """A block that is never unmapped by hand, only when the last array on it goes.
 
     A numpy array on a buffer keeps a reference to it but no buffer export, so the base class's

@@ -46,7 +46,7 @@ class OutputChannel:
         self._e_cap = events
         self._e_head = 0
         self._e_tail = 0
-        self.telemetry_dropped = 0
+        self._t_dropped = 0
         self.events_dropped = 0
         self.recent: deque[Event] | None = None
         """Set to a bounded deque by a viewer (the live view) to keep the last events drained;
@@ -80,7 +80,7 @@ class OutputChannel:
         """Queue one telemetry row (one value per field); False if the ring was full."""
         head = self._t_head
         if head - self._t_tail >= self._t_cap:
-            self.telemetry_dropped += 1
+            self._t_dropped += 1
             return False
         slot = head % self._t_cap
         self._rows[slot] = values
@@ -124,6 +124,11 @@ class OutputChannel:
         if self.recent is not None:
             self.recent.extend(out)
         return out
+
+    @property
+    def telemetry_dropped(self) -> int:
+        """Rows refused so far because the ring was full (status and metrics report it)."""
+        return self._t_dropped
 
     @property
     def pending(self) -> tuple[int, int]:
