@@ -73,7 +73,8 @@ SystemCallFilter=~@privileged
 # A library probing a call outside the filter gets EPERM, instead of the agent dying of SIGSYS.
 SystemCallErrorNumber=EPERM
 # Empty capability set; `service install` adds CAP_SYS_NICE only when a plugin asks for
-# realtime_priority in the config.
+# realtime_priority in the config. (LimitRTPRIO= would need no capability, but systemd can only
+# raise that limit where it holds CAP_SYS_RESOURCE, which a container's systemd often lacks.)
 CapabilityBoundingSet={caps}
 AmbientCapabilities={caps}
 UMask=0077

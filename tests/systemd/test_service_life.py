@@ -35,6 +35,7 @@ from tests.support.systemd import (
     restart_figures,
     wait_status,
 )
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.systemd
 
@@ -286,6 +287,28 @@ def test_dynamic_user_writes_only_its_state_and_gets_the_password_as_a_credentia
     figures("sandbox", uid=uid, writable=writable, credentials_directory=creds_dir.group(1))
 
 
+def test_the_robot_loop_runs_at_sched_fifo_with_cap_sys_nice_only(service: Service) -> None:
+    """generic-x86 isolates the robot at realtime_priority 50; the unit grants CAP_SYS_NICE and
+    nothing else, and exactly the child's loop thread runs SCHED_FIFO."""
+    service.ensure_running()
+    # Every thread whose cgroup is the unit's, whatever the cgroup hierarchy of the box.
+    script = (
+        "for t in /proc/[0-9]*/task/[0-9]*; do "
+        f"grep -qs '/{UNIT}$' $t/cgroup && chrt -p ${{t##*/}}; done; true"
+    )
+
+    def fifo_threads() -> list[str]:
+        out = service.box.sh(script)
+        return re.findall(r"pid (\d+)'s current scheduling policy: SCHED_FIFO\n.*priority: 50", out)
+
+    until(fifo_threads, 30.0, step=0.5)  # the child starts after the host
+    threads = fifo_threads()
+    caps = service.box.sh(f"systemctl show -p CapabilityBoundingSet --value {UNIT}").strip()
+    figures("realtime", fifo_threads=len(threads), capability_bounding_set=caps)
+    assert len(threads) == 1, service.box.sh(script)
+    assert caps == "cap_sys_nice", caps
+
+
 def test_security_exposure(service: Service) -> None:
     service.ensure_running()
     out = service.box.run("systemd-analyze", "security", "--no-pager", UNIT).stdout
@@ -298,7 +321,9 @@ def test_security_exposure(service: Service) -> None:
         if line.startswith("✗") and len(line.split()) > 1
     ]
     figures("security", exposure=exposure, rating=m.group(2), open=open_items)
-    assert exposure <= 1.5, out
+    # 1.5 with no capability; generic-x86's robot loop asks for SCHED_FIFO, so the unit holds
+    # CAP_SYS_NICE, which systemd-analyze scores 0.1 more.
+    assert exposure <= 1.6, out
 
 
 def test_stop_exits_0_and_says_offline_itself(service: Service, probe: Any) -> None:
