@@ -178,7 +178,10 @@ class SimProcessHal(SimBackend):
         backoff = Backoff(0.5, 10.0)
         while not self._stopping.is_set():
             process = self._process
-            if process is None or not wait([process.sentinel], 0.2):
+            if process is None:  # between a stop and a start: nothing to watch yet
+                self._stopping.wait(0.2)
+                continue
+            if not wait([process.sentinel], 0.2):
                 continue
             if self._stopping.is_set():
                 return
