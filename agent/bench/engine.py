@@ -181,13 +181,15 @@ def _measure(app: AgentApp, duration_s: float, stages: bool) -> dict[str, Any]:
             name: (slot.model.name, slot.model.backend, slot.model.path)
             for name, slot in slots.items()
         }
-        rss = rss_mb()  # before the isolated plugins' models load here for their baselines
+        # Both before the isolated plugins' models load here for their baselines: a runtime
+        # only they use must count in neither the agent's memory nor its floor's imports.
+        rss, modules = rss_mb(), library_modules()
         return {
             "ready_ms": ready_ms,
             "rss_mb": rss,
             "isolated_models": _isolated_models(app, stats),
             "child_rss_mb": children,
-            "modules": library_modules(),
+            "modules": modules,
             "stats": stats,
             "sync": sync,
             "stages": breakdowns,
