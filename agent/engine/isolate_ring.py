@@ -18,6 +18,7 @@ On x86 plain stores are enough (they become visible in program order); elsewhere
 
 from __future__ import annotations
 
+import logging
 import struct
 from typing import Literal
 
@@ -27,6 +28,8 @@ import numpy.typing as npt
 from agent.errors import PluginError
 from agent.hal.shm import STORES_IN_ORDER, PinnedSharedMemory, make_fence
 from agent.plugin.channel import OutputChannel
+
+log = logging.getLogger(__name__)
 
 _LINE = 64
 """Producer's and consumer's words on separate cache lines: neither's store evicts the other's."""
@@ -73,6 +76,8 @@ class TelemetryRing:
         # (a stale tail only ever means less room, never a slot still in use).
         self._head: int = self._head_word[0]
         self._limit: int = self._tail_word[0] + capacity
+        self.resets = 0
+        """Times the consumer found words no producer could have written and emptied the ring."""
 
     def put(self, now_ns: int, values: npt.ArrayLike) -> bool:
         """Queue one row (the producer's side); False, and counted, if the ring was full."""
@@ -97,15 +102,32 @@ class TelemetryRing:
         """Every queued row, oldest first, as copies: (perf_counter_ns per row, rows); the
         consumer's side."""
         tail, head = self._tail_word[0], self._head_word[0]
-        slots = np.arange(tail, head) % self.capacity
+        slots, head = self._slots(tail, head)
         out = (self.stamps[slots], self.rows[slots])  # indexing by an array copies
         self._tail_word[0] = head
         return out
+
+    def _slots(self, tail: int, head: int) -> tuple[npt.NDArray[np.int64], int]:
+        """The slots of the rows from tail to head, and the head to move the tail to. Words no
+        producer could have written (a child that scribbled on the block before it died, which
+        is what isolation is for) give no rows and an empty ring, never a huge copy."""
+        if 0 <= head - tail <= self.capacity:
+            return np.arange(tail, head) % self.capacity, head
+        log.warning(
+            "telemetry ring: head %d and tail %d cannot be (capacity %d); its rows are dropped "
+            "and it starts again empty",
+            head, tail, self.capacity,
+        )  # fmt: skip
+        self.resets += 1
+        self._head_word[0] = 0  # the producer is broken: the consumer takes over its word
+        return np.zeros(0, np.int64), 0
 
     @property
     def pending(self) -> int:
         """Rows waiting to be taken."""
         queued: int = self._head_word[0] - self._tail_word[0]
+        if not 0 <= queued <= self.capacity:
+            return self.capacity  # impossible words: a drain resets the ring (`_slots`)
         return queued
 
     @property
@@ -146,7 +168,7 @@ class FencedTelemetryRing(TelemetryRing):
         head = self._head_word[0]
         self._fence()  # the rows are read after the head that covers them
         tail = self._tail_word[0]
-        slots = np.arange(tail, head) % self.capacity
+        slots, head = self._slots(tail, head)
         out = (self.stamps[slots], self.rows[slots])
         self._fence()  # the copies are done before the tail hands their slots back
         self._tail_word[0] = head

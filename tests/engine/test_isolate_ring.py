@@ -132,6 +132,28 @@ def test_a_full_ring_counts_what_it_refuses_and_keeps_what_it_holds(
 
 
 @KINDS
+@pytest.mark.parametrize("head", [2**62, -5, 9])
+def test_words_a_scribbling_child_left_give_no_rows_and_an_empty_ring(
+    kind: type[TelemetryRing], head: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    block = RowsBlock.create(8, 2, kind=kind)
+    try:
+        producer, consumer = RowsBlock.attach(block.name, kind=kind).ring, block.ring
+        assert producer.put(1, [1, 1])
+        # What a native crash may do before the child dies: any value in the head word.
+        block.shm.buf[:8] = head.to_bytes(8, "little", signed=True)
+        assert consumer.pending == 8  # out of range: report a full ring, so sync drains it
+        stamps, rows = consumer.take()  # never an arange of 2**62 slots
+        assert len(stamps) == 0 and rows.shape == (0, 2) and consumer.resets == 1
+        assert "cannot be" in caplog.text
+        # A new child attaches to an empty ring and its rows flow again.
+        child = RowsBlock.attach(block.name, kind=kind).ring
+        assert child.put(2, [2, 2]) and consumer.take()[1][:, 0].tolist() == [2]
+    finally:
+        block.close()
+
+
+@KINDS
 def test_a_writer_killed_mid_row_leaves_no_torn_row_and_the_next_goes_on(
     kind: type[TelemetryRing],
 ) -> None:
