@@ -141,7 +141,9 @@ def test_words_a_scribbling_child_left_give_no_rows_and_an_empty_ring(
         producer, consumer = RowsBlock.attach(block.name, kind=kind).ring, block.ring
         assert producer.put(1, [1, 1])
         # What a native crash may do before the child dies: any value in the head word.
-        block.shm.buf[:8] = head.to_bytes(8, "little", signed=True)
+        buf = block.shm.buf
+        assert buf is not None
+        buf[:8] = head.to_bytes(8, "little", signed=True)
         assert consumer.pending == 8  # out of range: report a full ring, so sync drains it
         stamps, rows = consumer.take()  # never an arange of 2**62 slots
         assert len(stamps) == 0 and rows.shape == (0, 2) and consumer.resets == 1
