@@ -331,6 +331,9 @@ def test_allow_list_and_registered_commands(
     service.register_command("secret", lambda args: "no", NoArgs)
     probe = probe_factory(shared_broker)
     base = service.topics.base
+    # Sent before the agent subscribed, the request would be lost: wait for it to be online.
+    probe.subscribe(service.topics.status)
+    probe.wait_payload(service.topics.status, lambda p: p["state"] == "online")
     assert ok(probe.command(base, "ping"))["pong"]
     assert ok(probe.command(base, "model.rollback")) == {"rolled_back": True}
     assert "mqtt.commands" in error(probe.command(base, "status"), "not_allowed")
