@@ -9,6 +9,7 @@ a runtime again.
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import sys
 from typing import Any
 
@@ -24,3 +25,13 @@ def child_context() -> Any:
         ctx.set_forkserver_preload(PRELOAD)
         return ctx
     return mp.get_context("spawn")
+
+
+def describe_exit(code: int | None) -> str:
+    """How a child ended, from its exit code (-N: killed by signal N)."""
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"

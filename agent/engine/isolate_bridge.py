@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from agent.hal.base import Actuator, Sensor
-from agent.hal.shm import DeviceBlock
+from agent.hal.base import Actuator, Buffer, Sensor
+from agent.hal.shm import CommandFeed, DeviceBlock
 
 
 class Bridge:
@@ -21,17 +21,14 @@ class Bridge:
             (s.read_into, block.sensors[n].write, np.zeros(s.spec.shape, np.float32))
             for n, s in sensors.items()
         ]
-        self._actuators = [
-            (block.actuators[n], a.write, np.zeros(block.actuators[n].values.shape, np.float32))
-            for n, a in actuators.items()
-        ]
-        self._seen = [0] * len(self._actuators)
+        self._commands = CommandFeed({n: block.actuators[n] for n in actuators})
+        self._writes = {n: a.write for n, a in actuators.items()}
         self._clock = block.clock
 
     @property
     def idle(self) -> bool:
         """True when the plugin has no devices: nothing to bridge."""
-        return not self._sensors and not self._actuators
+        return not self._sensors and not self._commands
 
     def last_tick_ns(self) -> int:
         """When the child's latest tick started (perf_counter_ns, one clock for all processes on
@@ -47,8 +44,7 @@ class Bridge:
 
     def pump_actuators(self) -> None:
         """Every command the child wrote since the last pass, applied."""
-        for i, (shared, write, buf) in enumerate(self._actuators):
-            seq = shared.seq
-            if seq != self._seen[i] and shared.read(buf):
-                self._seen[i] = seq
-                write(buf)
+        self._commands.pass_on(self._apply)
+
+    def _apply(self, name: str, value: Buffer) -> None:
+        self._writes[name](value)

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import multiprocessing as mp
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.children import child_context
+from agent.children import child_context, describe_exit
 from agent.engine.histogram import Histogram
 from agent.engine.isolate_bridge import Bridge
 from agent.engine.isolate_child import ChildSpec, child_main
@@ -329,13 +328,7 @@ class ChildLoop:
 
 
 def _death(pid: int | None, code: int | None) -> str:
-    if code is not None and code < 0:
-        try:
-            sig = signal.Signals(-code).name
-        except ValueError:
-            sig = f"signal {-code}"
-        return f"child process {pid} killed by {sig}"
-    return f"child process {pid} exited with code {code}"
+    return f"child process {pid} {describe_exit(code)}"
 
 
 def _state_of(hist: Histogram) -> tuple[Any, int, int]:

@@ -253,3 +253,26 @@ class ShmActuator(Actuator):
     def write(self, value: Buffer) -> None:
         """Publish a command for the host to apply."""
         raise NotImplementedError  # replaced per instance in __init__
+
+
+class CommandFeed:
+    """The reader's side of a block's actuator buffers: every command written since the last
+    pass, each handed to `apply(name, value)` once. `since_now` skips what is already there."""
+
+    def __init__(self, actuators: Mapping[str, SeqBuffer], *, since_now: bool = False) -> None:
+        self._buffers = [
+            (name, shared, np.zeros(shared.values.shape, np.float32))
+            for name, shared in actuators.items()
+        ]
+        self._seen = [shared.seq if since_now else 0 for _, shared, _ in self._buffers]
+
+    def __bool__(self) -> bool:
+        return bool(self._buffers)
+
+    def pass_on(self, apply: Callable[[str, Buffer], None]) -> None:
+        """Hand every new command to `apply`."""
+        for i, (name, shared, buf) in enumerate(self._buffers):
+            seq = shared.seq
+            if seq != self._seen[i] and shared.read(buf):
+                self._seen[i] = seq
+                apply(name, buf)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.hal.shm import DeviceBlock, Layout
+from agent.hal.shm import CommandFeed, DeviceBlock, Layout
 from agent.hal.simulator import Simulator, load_simulator
 
 MAX_STEPS_PER_BATCH = 2000
@@ -41,23 +41,15 @@ class _World:
             (name, shared, np.zeros(shared.values.shape, np.float32))
             for name, shared in block.sensors.items()
         ]
-        self._actuators = [
-            (name, shared, np.zeros(shared.values.shape, np.float32))
-            for name, shared in block.actuators.items()
-        ]
         # Commands from now on only: one pending when an earlier process died may be what
         # killed it, and the plugin's next tick writes a fresh one anyway.
-        self._seen = [shared.seq for _, shared, _ in self._actuators]
+        self._commands = CommandFeed(block.actuators, since_now=True)
         self.publish()
 
     def advance(self, now: float) -> None:
         """Apply new commands, step up to wall-clock time, publish the readings."""
         sim = self.sim
-        for i, (name, shared, buf) in enumerate(self._actuators):
-            seq = shared.seq
-            if seq != self._seen[i] and shared.read(buf):
-                self._seen[i] = seq
-                sim.actuate(name, buf)
+        self._commands.pass_on(sim.actuate)
         target = (now - self._started) * self._rate
         budget = MAX_STEPS_PER_BATCH
         while sim.t - self._origin < target and budget:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from agent.backoff import Backoff
-from agent.children import child_context
+from agent.children import child_context, describe_exit
 from agent.errors import HalError
 from agent.hal.base import Actuator, ActuatorSpec, Sensor, SensorSpec
 from agent.hal.shm import DeviceBlock, Layout, ShmActuator, ShmSensor
@@ -190,7 +189,7 @@ class SimProcessHal(SimBackend):
                 "simulator process %s %s; every simulated sensor reports a dropout until a new "
                 "one starts",
                 process.pid,
-                _death(process.exitcode),
+                describe_exit(process.exitcode),
             )
             if time.monotonic() - self._launched_at > STABLE_S:
                 backoff.reset()
@@ -230,12 +229,3 @@ class SimProcessHal(SimBackend):
             return self._bound[plugin]
         except KeyError:
             raise HalError(f"no simulator bound to plugin {plugin!r}") from None
-
-
-def _death(code: int | None) -> str:
-    if code is not None and code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
